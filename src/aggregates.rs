@@ -1,0 +1,131 @@
+//! Sentence scores → article scores.
+//!
+//! An actor's article score is the confidence-weighted mean of its sentence probabilities:
+//! `p̄ = Σ wᵢ pᵢ / Σ wᵢ` over the sentences that mention it, with `wᵢ` the probability of the
+//! sentence's own label. `score = p̄(positive) − p̄(negative)` and `label = argmax p̄`, so score
+//! and label always agree. Confident sentences count more than hesitant ones, and confident
+//! neutral sentences pull the score toward 0, as they should for a mostly factual article.
+//! The article's sentiment is the same mean over all its sentences.
+
+use std::collections::BTreeMap;
+
+use crate::scores::{ActorAggregate, ArticleSentiment, Evidence, Label, Polarity, SentenceScore};
+
+/// The confidence-weighted mean of `items`; `None` when empty.
+pub fn weighted_mean(items: impl IntoIterator<Item = Polarity>) -> Option<Polarity> {
+    let mut acc = [0f64; 3];
+    let mut total = 0f64;
+    for p in items {
+        let w = p.confidence() as f64;
+        for (a, v) in acc.iter_mut().zip(p.probs()) {
+            *a += w * v as f64;
+        }
+        total += w;
+    }
+    (total > 0.0).then(|| Polarity::from_probs(acc.map(|a| (a / total) as f32)))
+}
+
+/// Per-actor aggregates, most mentioned first (ties by name).
+pub fn actors(sentences: &[SentenceScore]) -> Vec<ActorAggregate> {
+    let mut by_actor: BTreeMap<&str, Vec<(usize, &crate::scores::SentenceActor)>> = BTreeMap::new();
+    for s in sentences {
+        for a in &s.actors {
+            by_actor.entry(a.actor.as_str()).or_default().push((s.index, a));
+        }
+    }
+    let mut out: Vec<ActorAggregate> = by_actor
+        .into_iter()
+        .filter_map(|(name, hits)| {
+            let mean = weighted_mean(hits.iter().map(|(_, a)| a.polarity))?;
+            let count = |l: Label| hits.iter().filter(|(_, a)| a.polarity.label == l).count();
+            let by_score = |(_, a): &&(usize, &crate::scores::SentenceActor)| a.polarity.score;
+            let most_negative = hits.iter().min_by(|a, b| by_score(a).total_cmp(&by_score(b)))?.0;
+            // max_by keeps the last of equals; take the first sentence among equals instead.
+            let most_positive = hits.iter().rev().max_by(|a, b| by_score(a).total_cmp(&by_score(b)))?.0;
+            Some(ActorAggregate {
+                actor: name.to_string(),
+                mentions: hits.iter().map(|(_, a)| a.mentions.len()).sum(),
+                sentences: hits.len(),
+                score: mean.score,
+                label: mean.label,
+                negative: count(Label::Negative),
+                neutral: count(Label::Neutral),
+                positive: count(Label::Positive),
+                evidence: Evidence { most_negative, most_positive },
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| b.mentions.cmp(&a.mentions).then_with(|| a.actor.cmp(&b.actor)));
+    out
+}
+
+/// The article's sentiment over all sentences (neutral 0 for an article with none).
+pub fn article_sentiment(sentences: &[SentenceScore]) -> ArticleSentiment {
+    match weighted_mean(sentences.iter().map(|s| s.sentiment)) {
+        Some(p) => ArticleSentiment { label: p.label, score: p.score },
+        None => ArticleSentiment { label: Label::Neutral, score: 0.0 },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scores::{SentenceActor, SentenceKind};
+
+    fn pol(p: [f32; 3]) -> Polarity {
+        Polarity::from_probs(p)
+    }
+
+    fn sentence(index: usize, actors: Vec<(&str, [f32; 3])>) -> SentenceScore {
+        SentenceScore {
+            index,
+            start: 0,
+            end: 0,
+            char_start: 0,
+            char_end: 0,
+            kind: SentenceKind::Sentence,
+            text: String::new(),
+            windows: 1,
+            sentiment: pol([0.2, 0.6, 0.2]),
+            actors: actors
+                .into_iter()
+                .map(|(a, p)| SentenceActor { actor: a.into(), mentions: vec![], polarity: pol(p) })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn weighted_mean_favours_confident_sentences() {
+        let m = weighted_mean([pol([0.9, 0.05, 0.05]), pol([0.3, 0.3, 0.4])]).unwrap();
+        // weights 0.9 and 0.4
+        let neg = (0.9 * 0.9 + 0.4 * 0.3) / 1.3;
+        let posv = (0.9 * 0.05 + 0.4 * 0.4) / 1.3;
+        assert!((m.negative - neg).abs() < 1e-6);
+        assert!((m.score - (posv - neg)).abs() < 1e-6);
+        assert_eq!(m.label, Label::Negative);
+        assert!(weighted_mean([]).is_none());
+    }
+
+    #[test]
+    fn actors_aggregate_counts_and_evidence() {
+        let s = vec![
+            sentence(0, vec![("Russia", [0.1, 0.2, 0.7]), ("Turkey", [0.2, 0.6, 0.2])]),
+            sentence(1, vec![("Russia", [0.8, 0.1, 0.1])]),
+            sentence(2, vec![("Russia", [0.2, 0.7, 0.1])]),
+        ];
+        let a = actors(&s);
+        assert_eq!(a[0].actor, "Russia");
+        assert_eq!((a[0].sentences, a[0].negative, a[0].neutral, a[0].positive), (3, 1, 1, 1));
+        assert_eq!(a[0].evidence, Evidence { most_negative: 1, most_positive: 0 });
+        assert_eq!(a[1].actor, "Turkey");
+        assert_eq!(a[1].evidence, Evidence { most_negative: 0, most_positive: 0 });
+        assert_eq!(a[1].label, Label::Neutral);
+    }
+
+    #[test]
+    fn ties_go_to_neutral() {
+        assert_eq!(pol([0.4, 0.4, 0.2]).label, Label::Neutral);
+        assert_eq!(pol([0.4, 0.2, 0.4]).label, Label::Negative);
+        assert_eq!(article_sentiment(&[]).label, Label::Neutral);
+    }
+}

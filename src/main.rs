@@ -1,0 +1,248 @@
+//! `stance`: the command-line face of the library (scoring, training, evaluation).
+
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use stance::mentions::lexicon::Lexicon;
+use stance::model::{ModelFiles, StanceModel};
+use stance::pipeline::{Engine, Limits};
+
+use cli::input::{read_source, InputFormat};
+
+#[derive(Parser)]
+#[command(name = "stance", version, about = "How news articles portray named actors: stance per actor and sentence, sentiment per sentence")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Score articles in-process with a local or Hub model.
+    Score(ScoreArgs),
+    /// Train the heads (and top encoder layers) on NewsMTSC and VADER.
+    Train(TrainArgs),
+    /// Print NewsMTSC F1-macro (dev and test) and VADER held-out macro-F1 for a model.
+    Eval(EvalArgs),
+}
+
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// Model folder, or a Hugging Face Hub id `org/name[@revision]`. Default: the bundled model.
+    #[arg(long, env = "STANCE_MODEL")]
+    model: Option<String>,
+}
+
+impl ModelArgs {
+    fn files(&self) -> Result<ModelFiles> {
+        let spec = match &self.model {
+            Some(m) => m.clone(),
+            None => default_model_dir().display().to_string(),
+        };
+        Ok(ModelFiles::resolve(&spec)?)
+    }
+}
+
+/// The bundled model: `models/minilm-l6-stance` under the working directory, else under the
+/// source tree this binary was built from.
+fn default_model_dir() -> PathBuf {
+    let local = PathBuf::from(stance::DEFAULT_MODEL_DIR);
+    if local.is_dir() {
+        local
+    } else {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(stance::DEFAULT_MODEL_DIR)
+    }
+}
+
+#[derive(Args)]
+struct EngineArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Actor lexicon (TOML) replacing the default actors.
+    #[arg(long, env = "STANCE_ACTORS")]
+    actors: Option<PathBuf>,
+    /// Largest article accepted, in bytes.
+    #[arg(long, env = "STANCE_MAX_ARTICLE_BYTES", default_value_t = Limits::default().max_article_bytes)]
+    max_article_bytes: usize,
+    /// Most sentences accepted in one article.
+    #[arg(long, env = "STANCE_MAX_SENTENCES", default_value_t = Limits::default().max_sentences)]
+    max_sentences: usize,
+}
+
+impl EngineArgs {
+    fn engine(&self) -> Result<Engine> {
+        let files = self.model.files()?;
+        let model = StanceModel::load(&files)?;
+        let lexicon = match &self.actors {
+            Some(p) => Lexicon::from_toml_file(p)?,
+            None => Lexicon::default_actors(),
+        };
+        let limits = Limits { max_article_bytes: self.max_article_bytes, max_sentences: self.max_sentences, ..Limits::default() };
+        Ok(Engine::new(model, lexicon, limits)?)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Args)]
+struct ScoreArgs {
+    /// Article files (plain text, or JSONL with --input-format jsonl / a .jsonl name); `-` reads stdin.
+    #[arg(required = true)]
+    inputs: Vec<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    format: OutputFormat,
+    #[arg(long, value_enum, default_value = "auto")]
+    input_format: InputFormat,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Folder with the base encoder (config.json, tokenizer.json, encoder.safetensors).
+    #[arg(long, default_value = stance::DEFAULT_MODEL_DIR)]
+    base: String,
+    /// Folder holding newsmtsc/ and vader/.
+    #[arg(long, default_value = "../shared/data")]
+    data: PathBuf,
+    /// Where to write the trained model folder.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value = "minilm-l6-stance")]
+    name: String,
+    #[arg(long, default_value = "0.1.0")]
+    version: String,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Top encoder layers to fine-tune (the rest stay frozen).
+    #[arg(long, default_value_t = 6)]
+    train_layers: usize,
+    #[arg(long, default_value_t = 5e-5)]
+    lr_encoder: f64,
+    #[arg(long, default_value_t = 1e-3)]
+    lr_heads: f64,
+    #[arg(long, default_value_t = 256)]
+    head_hidden: usize,
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    #[arg(long, default_value_t = 40)]
+    sentence_epochs: usize,
+    /// Train on the first N sentences only (smoke tests).
+    #[arg(long, default_value_t = 0)]
+    limit: usize,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Folder holding newsmtsc/ and vader/.
+    #[arg(long, default_value = "../shared/data")]
+    data: PathBuf,
+    /// Also score the test sets (report only; never tune on them).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    test: bool,
+    /// Write the scores into the model folder's manifest.json.
+    #[arg(long)]
+    record: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Score(_) => "warn",
+        _ => "info",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Score(a) => score(a),
+        Command::Train(a) => train(a).map(|_| ExitCode::SUCCESS),
+        Command::Eval(a) => cli::eval::run(a.model.files(), &a.data, a.test, a.record).map(|_| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Scores every input; bad inputs are reported on stderr and make the exit code 1, the rest
+/// are still scored and printed.
+fn score(a: ScoreArgs) -> Result<ExitCode> {
+    let engine = a.engine.engine().context("loading the model")?;
+    let records: Vec<_> = a.inputs.iter().flat_map(|s| read_source(s, a.input_format)).collect();
+    let single = records.len() == 1;
+    let mut failed = 0usize;
+    let mut pending = Vec::new();
+    let flush = |pending: &mut Vec<stance::ArticleInput>, failed: &mut usize| {
+        for (id, res) in pending.iter().map(|p| p.id.clone()).collect::<Vec<_>>().into_iter().zip(engine.score_many(std::mem::take(pending))) {
+            match res {
+                Ok(score) => match a.format {
+                    OutputFormat::Table => println!("{}", cli::table::render(&score)),
+                    OutputFormat::Json if single => println!("{}", serde_json::to_string_pretty(&score).expect("serialisable")),
+                    OutputFormat::Json => println!("{}", serde_json::to_string(&score).expect("serialisable")),
+                },
+                Err(e) => {
+                    eprintln!("error: {id}: {e}");
+                    *failed += 1;
+                }
+            }
+        }
+    };
+    for r in records {
+        match r {
+            Ok(article) => {
+                pending.push(article);
+                if pending.len() >= 16 {
+                    flush(&mut pending, &mut failed);
+                }
+            }
+            Err(e) => {
+                flush(&mut pending, &mut failed);
+                eprintln!("error: {e}");
+                failed += 1;
+            }
+        }
+    }
+    flush(&mut pending, &mut failed);
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    let base = ModelFiles::resolve(&a.base)?;
+    let cfg = stance::training::train::TrainConfig {
+        seed: a.seed,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        train_layers: a.train_layers,
+        lr_encoder: a.lr_encoder,
+        lr_heads: a.lr_heads,
+        head_hidden: a.head_hidden,
+        max_tokens: a.max_tokens,
+        sentence_epochs: a.sentence_epochs,
+        limit: a.limit,
+        ..Default::default()
+    };
+    stance::training::train::train(&base, &a.data, &a.out, &cfg, &a.name, &a.version)
+}

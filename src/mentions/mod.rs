@@ -1,0 +1,22 @@
+//! Finding mentions of named actors (countries and their officials,
+//! institutions, capitals and demonyms) in news text.
+//!
+//! * [`Lexicon`] holds the actors and their aliases, loaded from TOML
+//!   (see `default_actors.toml` for the format and the built-in defaults).
+//! * [`ActorMatcher`] finds whole-word, case- and diacritic-insensitive alias
+//!   occurrences and returns them as [`Mention`]s with exact byte offsets
+//!   into the original text.
+//!
+//! ```ignore
+//! let lexicon = Lexicon::default_actors();
+//! let matcher = ActorMatcher::new(&lexicon)?;
+//! for m in matcher.find("Erdoğan’s call with Pashinyan") {
+//!     println!("{} at {}..{}", matcher.actor_name(m.actor), m.start, m.end);
+//! }
+//! ```
+
+pub mod lexicon;
+pub mod matcher;
+
+pub use lexicon::{ActorDef, Lexicon, LexiconError};
+pub use matcher::{ActorMatcher, Mention};

@@ -1,0 +1,187 @@
+//! Model folders: where a model's files are, what its manifest says, and loading them.
+//!
+//! A model is a folder (local, or a Hugging Face Hub repository) holding:
+//! - `config.json`: the BERT configuration;
+//! - `tokenizer.json`: the `tokenizers` tokenizer;
+//! - `encoder.safetensors` (or `model.safetensors`): the base encoder, never modified;
+//! - `stance.safetensors`: what training produced: the heads, plus any encoder tensor that
+//!   fine-tuning changed (same name as in the base file, which it then replaces);
+//! - `manifest.json`: name, version, head shapes, and the training record.
+
+mod hub;
+pub mod manifest;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+pub use hub::ModelSource;
+pub use manifest::Manifest;
+
+use crate::encoder::{BertConfig, Encoder};
+use crate::heads::Heads;
+use crate::tokens::SentenceTokenizer;
+
+/// Where a model is missing or broken; every message names the file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("model folder {0} does not exist; pass --model with a folder that has config.json, tokenizer.json and encoder.safetensors, or a Hub id like org/name")]
+    NotFound(PathBuf),
+    #[error("model folder {dir} has no {file}; {hint}")]
+    MissingFile { dir: PathBuf, file: &'static str, hint: &'static str },
+    #[error("cannot read {path}: {reason}")]
+    Unreadable { path: PathBuf, reason: String },
+    #[error("{path} is not a valid {what}: {reason}")]
+    Invalid { path: PathBuf, what: &'static str, reason: String },
+    #[error("cannot fetch {file} of {repo} from the Hugging Face Hub: {reason}. Without network access, use --model PATH with a local model folder (the bundled one is models/minilm-l6-stance), or fill the Hub cache (HF_HOME) beforehand")]
+    Hub { repo: String, file: String, reason: String },
+}
+
+/// The resolved files of one model.
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    /// A label for messages: the folder or the Hub id.
+    pub origin: String,
+    pub config: PathBuf,
+    pub tokenizer: PathBuf,
+    pub encoder: PathBuf,
+    pub stance: Option<PathBuf>,
+    pub manifest: Option<PathBuf>,
+}
+
+impl ModelFiles {
+    /// Resolves a local model folder. `stance.safetensors` and `manifest.json` may be absent
+    /// (a bare base encoder, as used to start training).
+    pub fn from_dir(dir: &Path) -> Result<Self, ModelError> {
+        if !dir.is_dir() {
+            return Err(ModelError::NotFound(dir.to_path_buf()));
+        }
+        let need = |file: &'static str, hint: &'static str| {
+            let p = dir.join(file);
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(ModelError::MissingFile { dir: dir.to_path_buf(), file, hint })
+            }
+        };
+        let optional = |file: &str| Some(dir.join(file)).filter(|p| p.is_file());
+        let encoder = optional("encoder.safetensors").or_else(|| optional("model.safetensors")).ok_or(
+            ModelError::MissingFile {
+                dir: dir.to_path_buf(),
+                file: "encoder.safetensors",
+                hint: "a model folder needs the base encoder weights (encoder.safetensors or model.safetensors)",
+            },
+        )?;
+        Ok(Self {
+            origin: dir.display().to_string(),
+            config: need("config.json", "copy the encoder's config.json into the folder")?,
+            tokenizer: need("tokenizer.json", "copy the encoder's tokenizer.json into the folder")?,
+            encoder,
+            stance: optional("stance.safetensors"),
+            manifest: optional("manifest.json"),
+        })
+    }
+
+    /// Resolves a model named on the command line: a local folder, or `org/name[@revision]`.
+    pub fn resolve(spec: &str) -> Result<Self, ModelError> {
+        match ModelSource::parse(spec) {
+            ModelSource::Local(dir) => Self::from_dir(&dir),
+            hub @ ModelSource::Hub { .. } => hub::fetch(&hub),
+        }
+    }
+}
+
+fn read_to_string(path: &Path) -> Result<String, ModelError> {
+    std::fs::read_to_string(path).map_err(|e| ModelError::Unreadable { path: path.to_path_buf(), reason: e.to_string() })
+}
+
+/// Reads `config.json`.
+pub fn load_config(path: &Path) -> Result<BertConfig, ModelError> {
+    let invalid = |reason: String| ModelError::Invalid { path: path.to_path_buf(), what: "BERT config.json", reason };
+    let config: BertConfig = serde_json::from_str(&read_to_string(path)?).map_err(|e| invalid(e.to_string()))?;
+    config.validate().map_err(invalid)?;
+    Ok(config)
+}
+
+/// Loads a safetensors file as f32 tensors on `device`.
+pub fn load_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>, ModelError> {
+    let tensors = candle_core::safetensors::load(path, device).map_err(|e| ModelError::Invalid {
+        path: path.to_path_buf(),
+        what: "safetensors file",
+        reason: e.to_string(),
+    })?;
+    tensors
+        .into_iter()
+        .map(|(name, t)| {
+            let t = t.to_dtype(DType::F32).map_err(|e| ModelError::Invalid {
+                path: path.to_path_buf(),
+                what: "safetensors file",
+                reason: format!("tensor {name}: {e}"),
+            })?;
+            Ok((name, t))
+        })
+        .collect()
+}
+
+/// The base encoder's tensors with the trained overrides of `stance.safetensors` applied.
+pub fn merged_tensors(files: &ModelFiles, device: &Device) -> Result<HashMap<String, Tensor>, ModelError> {
+    let mut tensors = load_tensors(&files.encoder, device)?;
+    if let Some(stance) = &files.stance {
+        for (name, t) in load_tensors(stance, device)? {
+            if let Some(base) = tensors.get(&name) {
+                if base.dims() != t.dims() {
+                    return Err(ModelError::Invalid {
+                        path: stance.clone(),
+                        what: "stance weights file",
+                        reason: format!("tensor {name} has shape {:?} but the base encoder's has {:?}", t.dims(), base.dims()),
+                    });
+                }
+            }
+            tensors.insert(name, t);
+        }
+    }
+    Ok(tensors)
+}
+
+/// A loaded model: tokenizer, encoder, heads and the manifest's description.
+pub struct StanceModel {
+    pub tokenizer: SentenceTokenizer,
+    pub encoder: Encoder,
+    pub heads: Heads,
+    pub manifest: Manifest,
+    pub files: ModelFiles,
+}
+
+impl StanceModel {
+    /// Loads a complete model (one with trained heads) on the CPU.
+    pub fn load(files: &ModelFiles) -> Result<Self, ModelError> {
+        let device = Device::Cpu;
+        let manifest_path = files.manifest.clone().ok_or_else(|| ModelError::MissingFile {
+            dir: PathBuf::from(&files.origin),
+            file: "manifest.json",
+            hint: "this looks like a bare encoder; train heads for it with `stance train --base <it>`",
+        })?;
+        let manifest = Manifest::load(&manifest_path)?;
+        if files.stance.is_none() {
+            return Err(ModelError::MissingFile {
+                dir: PathBuf::from(&files.origin),
+                file: "stance.safetensors",
+                hint: "the trained heads are missing; train them with `stance train`",
+            });
+        }
+        let config = load_config(&files.config)?;
+        let tokenizer = SentenceTokenizer::from_file(&files.tokenizer, manifest.max_tokens)?;
+        let tensors = merged_tensors(files, &device)?;
+        let invalid = |what: &'static str, e: candle_core::Error| ModelError::Invalid {
+            path: PathBuf::from(&files.origin),
+            what,
+            reason: e.to_string(),
+        };
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
+        let encoder = Encoder::load(vb.clone(), &config).map_err(|e| invalid("encoder", e))?;
+        let heads = Heads::load(vb.pp("heads"), &manifest.heads).map_err(|e| invalid("stance heads", e))?;
+        Ok(Self { tokenizer, encoder, heads, manifest, files: files.clone() })
+    }
+}

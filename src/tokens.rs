@@ -1,0 +1,192 @@
+//! Sentence → word pieces, with byte offsets, cut into encoder windows.
+//!
+//! A sentence longer than the model's window (`max_tokens`, special tokens included) is
+//! covered by overlapping windows (half-window stride). Every mention is placed in the window
+//! where it sits farthest from the edges, so no mention is ever dropped; sentence sentiment is
+//! averaged over windows.
+
+use std::ops::Range;
+use std::path::Path;
+
+use tokenizers::Tokenizer;
+
+use crate::model::ModelError;
+
+/// The tokenizer of a model, with its special tokens and window size.
+pub struct SentenceTokenizer {
+    inner: Tokenizer,
+    cls: u32,
+    sep: u32,
+    max_tokens: usize,
+}
+
+/// One sentence's word pieces and the windows that cover them.
+#[derive(Debug, Clone)]
+pub struct Tokenized {
+    /// Word-piece ids, no special tokens.
+    pub ids: Vec<u32>,
+    /// Byte offsets of each word piece in the sentence.
+    pub offsets: Vec<(usize, usize)>,
+    /// Ranges of word pieces fed to the encoder, each as `[CLS] ids[range] [SEP]`.
+    pub windows: Vec<Range<usize>>,
+}
+
+impl SentenceTokenizer {
+    pub fn from_file(path: &Path, max_tokens: usize) -> Result<Self, ModelError> {
+        let invalid = |reason: String| ModelError::Invalid { path: path.to_path_buf(), what: "tokenizer.json", reason };
+        let mut inner = Tokenizer::from_file(path).map_err(|e| invalid(e.to_string()))?;
+        // Windows are cut here, not by the tokenizer; a file may carry its own settings.
+        inner.with_truncation(None).map_err(|e| invalid(e.to_string()))?;
+        inner.with_padding(None);
+        let special = |tok: &str| inner.token_to_id(tok).ok_or_else(|| invalid(format!("the vocabulary has no {tok} token")));
+        let (cls, sep) = (special("[CLS]")?, special("[SEP]")?);
+        if max_tokens < 8 {
+            return Err(invalid(format!("max_tokens {max_tokens} is too small")));
+        }
+        Ok(Self { inner, cls, sep, max_tokens })
+    }
+
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+
+    /// Tokenizes one sentence.
+    pub fn tokenize(&self, sentence: &str) -> Result<Tokenized, tokenizers::Error> {
+        let enc = self.inner.encode(sentence, false)?;
+        let ids = enc.get_ids().to_vec();
+        let offsets = enc.get_offsets().to_vec();
+        let windows = windows(ids.len(), self.max_tokens - 2);
+        Ok(Tokenized { ids, offsets, windows })
+    }
+
+    /// Encoder input for window `w`: `[CLS] pieces [SEP]`.
+    pub fn window_ids(&self, t: &Tokenized, w: usize) -> Vec<u32> {
+        let r = t.windows[w].clone();
+        let mut v = Vec::with_capacity(r.len() + 2);
+        v.push(self.cls);
+        v.extend_from_slice(&t.ids[r]);
+        v.push(self.sep);
+        v
+    }
+}
+
+/// Content-token ranges of at most `width` tokens covering `0..n` with half-window overlap.
+fn windows(n: usize, width: usize) -> Vec<Range<usize>> {
+    if n <= width {
+        return vec![0..n];
+    }
+    let stride = (width / 2).max(1);
+    let mut out = Vec::new();
+    let mut start = 0;
+    loop {
+        if start + width >= n {
+            out.push(n - width..n);
+            break;
+        }
+        out.push(start..start + width);
+        start += stride;
+    }
+    out
+}
+
+impl Tokenized {
+    /// Word pieces overlapping the byte span `start..end` of the sentence. A span that covers
+    /// no piece (only whitespace or characters the tokenizer drops) maps to the nearest piece,
+    /// so that a mention is always scored.
+    pub fn pieces_for_span(&self, start: usize, end: usize) -> Range<usize> {
+        let overlapping: Vec<usize> =
+            (0..self.offsets.len()).filter(|&i| self.offsets[i].0 < end && self.offsets[i].1 > start).collect();
+        match (overlapping.first(), overlapping.last()) {
+            (Some(&a), Some(&b)) => a..b + 1,
+            _ => {
+                if self.offsets.is_empty() {
+                    return 0..0;
+                }
+                let dist = |i: usize| {
+                    let (a, b) = self.offsets[i];
+                    if b <= start {
+                        start - b
+                    } else {
+                        a.saturating_sub(end)
+                    }
+                };
+                let best = (0..self.offsets.len()).min_by_key(|&i| dist(i)).unwrap_or(0);
+                best..best + 1
+            }
+        }
+    }
+
+    /// The window that holds `pieces` best (farthest from its edges) and the pieces' positions
+    /// inside that window's encoder input (after `[CLS]`). A mention longer than a window is
+    /// clipped to the window that holds its start.
+    pub fn place(&self, pieces: &Range<usize>) -> (usize, Range<usize>) {
+        let mut best: Option<(usize, i64)> = None;
+        for (w, r) in self.windows.iter().enumerate() {
+            let inside = r.start <= pieces.start && pieces.end <= r.end;
+            if !inside {
+                continue;
+            }
+            let margin = (pieces.start as i64 - r.start as i64).min(r.end as i64 - pieces.end as i64);
+            if best.is_none_or(|(_, m)| margin > m) {
+                best = Some((w, margin));
+            }
+        }
+        let w = match best {
+            Some((w, _)) => w,
+            None => self.windows.iter().position(|r| r.contains(&pieces.start)).unwrap_or(0),
+        };
+        let r = &self.windows[w];
+        let a = pieces.start.clamp(r.start, r.end);
+        let b = pieces.end.clamp(a, r.end).max((a + 1).min(r.end));
+        (w, a - r.start + 1..b - r.start + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_cover_everything_with_overlap() {
+        assert_eq!(windows(0, 10), vec![0..0]);
+        assert_eq!(windows(10, 10), vec![0..10]);
+        assert_eq!(windows(11, 10), vec![0..10, 1..11]);
+        assert_eq!(windows(25, 10), vec![0..10, 5..15, 10..20, 15..25]);
+        for n in 0..200 {
+            let ws = windows(n, 16);
+            for i in 0..n {
+                assert!(ws.iter().any(|r| r.contains(&i)), "piece {i} of {n} uncovered");
+            }
+            assert!(ws.iter().all(|r| r.len() <= 16));
+        }
+    }
+
+    fn toks(offsets: Vec<(usize, usize)>, windows: Vec<Range<usize>>) -> Tokenized {
+        Tokenized { ids: vec![0; offsets.len()], offsets, windows }
+    }
+
+    #[test]
+    fn spans_map_to_pieces() {
+        // "Erdogan's army": Er ##dogan ' s army
+        let t = toks(vec![(0, 2), (2, 7), (7, 8), (8, 9), (10, 14)], vec![0..5]);
+        assert_eq!(t.pieces_for_span(0, 7), 0..2);
+        assert_eq!(t.pieces_for_span(10, 14), 4..5);
+        assert_eq!(t.pieces_for_span(9, 10), 3..4, "a whitespace span maps to the nearest piece (ties: the earlier)");
+        assert_eq!(t.place(&(0..2)), (0, 1..3));
+    }
+
+    #[test]
+    fn mentions_go_to_the_most_central_window() {
+        let t = toks((0..25).map(|i| (i, i + 1)).collect(), windows(25, 10));
+        // piece 12 is in windows 5..15 (margin 2) and 10..20 (margin 2) -> first best kept.
+        let (w, pos) = t.place(&(12..13));
+        assert_eq!(t.windows[w], 5..15);
+        assert_eq!(pos, 8..9);
+        let (w, _) = t.place(&(24..25));
+        assert_eq!(t.windows[w], 15..25);
+        // A span wider than any window is clipped, never dropped.
+        let (w, pos) = t.place(&(0..25));
+        assert_eq!(w, 0);
+        assert_eq!(pos, 1..11);
+    }
+}

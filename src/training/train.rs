@@ -1,0 +1,525 @@
+//! `stance train`: fine-tunes the top encoder layers and the target head on NewsMTSC, then
+//! fits the sentence head on VADER, choosing epochs on the dev sets only.
+//!
+//! Stage 1 (targets): the bottom `layers - train_layers` layers are frozen and their output is
+//! computed once per window and cached; each step runs the trainable top layers and the heads
+//! with candle's autograd and AdamW (linear warm-up and decay). After each epoch the whole
+//! pipeline scores rw_dev and mt_dev; the epoch with the best mean F1-macro is kept.
+//! Stage 2 (sentence sentiment): with the chosen encoder frozen, sentence vectors of VADER's
+//! train split are computed once and the sentence head is fitted on them; the epoch with the
+//! best macro-F1 on VADER's dev split is kept.
+//!
+//! Everything random (head initialisation, shuffling, dropout) comes from one ChaCha seed, so a
+//! run repeats exactly on the same machine and thread count.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+
+use crate::batches::{self, Batch, BatchLimits, WindowInput};
+use crate::encoder::{Encoder, Precision};
+use crate::heads::Heads;
+use crate::mentions::lexicon::Lexicon;
+use crate::model::manifest::{HeadsConfig, Manifest, LABELS};
+use crate::model::{self, ModelFiles, StanceModel};
+use crate::pipeline::{Engine, Limits};
+use crate::tokens::SentenceTokenizer;
+use crate::training::data::{self, DataDir, Example, Split};
+use crate::scores::Label;
+use crate::training::eval::evaluate;
+use crate::training::metrics::Confusion;
+
+/// Training settings (the CLI's flags).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrainConfig {
+    pub seed: u64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub train_layers: usize,
+    pub lr_encoder: f64,
+    pub lr_heads: f64,
+    pub weight_decay: f64,
+    pub warmup: f64,
+    pub dropout: f32,
+    pub head_hidden: usize,
+    pub max_tokens: usize,
+    pub sentence_epochs: usize,
+    /// Use only the first N training sentences (for smoke tests); 0 = all.
+    pub limit: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            seed: 42,
+            epochs: 3,
+            batch_size: 16,
+            train_layers: 6,
+            lr_encoder: 5e-5,
+            lr_heads: 1e-3,
+            weight_decay: 0.01,
+            warmup: 0.06,
+            dropout: 0.1,
+            head_hidden: 256,
+            max_tokens: 128,
+            sentence_epochs: 40,
+            limit: 0,
+        }
+    }
+}
+
+/// A training window with its labels.
+struct Item {
+    window: WindowInput,
+    /// One label per target of the window.
+    labels: Vec<u32>,
+    /// Output of the frozen layers for the window's real tokens, `[len, hidden]`.
+    prefix: Tensor,
+}
+
+/// Trains a model from the base encoder in `base` and writes the complete model folder to
+/// `out` (base files copied, `stance.safetensors` and `manifest.json` written).
+pub fn train(base: &ModelFiles, data_dir: &Path, out: &Path, cfg: &TrainConfig, name: &str, version: &str) -> Result<()> {
+    let started = Instant::now();
+    let device = Device::Cpu;
+    let data = DataDir(data_dir.to_path_buf());
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+
+    // Model: every base tensor becomes a Var (only the trainable ones are optimised; frozen
+    // layers never enter the autograd graph because their output is cached).
+    let config = model::load_config(&base.config)?;
+    if cfg.train_layers == 0 || cfg.train_layers > config.num_hidden_layers {
+        bail!("--train-layers must be within 1..={}", config.num_hidden_layers);
+    }
+    let varmap = VarMap::new();
+    {
+        let mut vars = varmap.data().lock().expect("varmap lock");
+        for (name, t) in model::merged_tensors(base, &device)? {
+            vars.insert(name, Var::from_tensor(&t)?);
+        }
+    }
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+    let encoder = Encoder::load(vb.clone(), &config)?;
+    let heads_cfg = HeadsConfig { input: config.hidden_size, hidden: cfg.head_hidden };
+    let heads = Heads::load(vb.pp("heads"), &heads_cfg)?;
+    init_heads(&varmap, &mut rng)?;
+    let frozen = config.num_hidden_layers - cfg.train_layers;
+    let prefix_of = |name: &str| -> Option<usize> {
+        let rest = name.strip_prefix("encoder.layer.")?;
+        rest.split('.').next()?.parse().ok()
+    };
+    let (encoder_vars, head_vars, trained_names) = {
+        let vars = varmap.data().lock().expect("varmap lock");
+        let mut enc = Vec::new();
+        let mut hd = Vec::new();
+        let mut names = Vec::new();
+        let mut sorted: Vec<(&String, &Var)> = vars.iter().collect();
+        sorted.sort_by_key(|(n, _)| n.as_str());
+        for (n, v) in sorted {
+            if n.starts_with("heads.") {
+                hd.push(v.clone());
+                names.push(n.clone());
+            } else if prefix_of(n).is_some_and(|l| l >= frozen) {
+                enc.push(v.clone());
+                names.push(n.clone());
+            }
+        }
+        (enc, hd, names)
+    };
+    let manifest = Manifest {
+        name: name.to_string(),
+        version: version.to_string(),
+        max_tokens: cfg.max_tokens,
+        labels: LABELS.iter().map(|s| s.to_string()).collect(),
+        heads: heads_cfg.clone(),
+        training: serde_json::Value::Null,
+        scores: serde_json::Value::Null,
+    };
+    let tokenizer = SentenceTokenizer::from_file(&base.tokenizer, cfg.max_tokens)?;
+    let stance_model = StanceModel { tokenizer, encoder, heads, manifest: manifest.clone(), files: base.clone() };
+    let engine = Engine::new(stance_model, Lexicon::default_actors(), Limits::default())?;
+
+    // Data.
+    let mut train_ex = data::newsmtsc(&data.newsmtsc("train"))?;
+    if cfg.limit > 0 {
+        train_ex.truncate(cfg.limit);
+    }
+    let rw_dev = data::newsmtsc(&data.newsmtsc("rw_dev"))?;
+    let mt_dev = data::newsmtsc(&data.newsmtsc("mt_dev"))?;
+    let mut items = windows_with_labels(&engine, &train_ex)?;
+    tracing::info!(sentences = train_ex.len(), windows = items.len(), "NewsMTSC train loaded");
+
+    // Cache the frozen layers' output.
+    let t0 = Instant::now();
+    cache_prefix(engine.model(), &mut items, frozen, &device)?;
+    tracing::info!(secs = t0.elapsed().as_secs_f32(), frozen_layers = frozen, "frozen prefix cached");
+
+    // Stage 1.
+    let steps_per_epoch = items.len().div_ceil(cfg.batch_size);
+    let total_steps = steps_per_epoch * cfg.epochs;
+    let warmup_steps = ((total_steps as f64) * cfg.warmup).ceil() as usize;
+    let adamw = |vars: Vec<Var>, lr: f64| {
+        AdamW::new(vars, ParamsAdamW { lr, weight_decay: cfg.weight_decay, ..Default::default() })
+    };
+    let mut opt_enc = adamw(encoder_vars, cfg.lr_encoder)?;
+    let mut opt_head = adamw(head_vars, cfg.lr_heads)?;
+    let drop_rng = RefCell::new(ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed));
+    let dropout = |x: &Tensor| -> candle_core::Result<Tensor> { dropout_with(x, cfg.dropout, &mut drop_rng.borrow_mut()) };
+    let mut history = Vec::new();
+    let mut best: Option<(f64, usize, HashMap<String, Tensor>)> = None;
+    let mut step = 0usize;
+    let stage1 = Instant::now();
+    for epoch in 1..=cfg.epochs {
+        let order = epoch_batches(&items, cfg.batch_size, &mut rng);
+        let mut loss_sum = 0f64;
+        let epoch_start = Instant::now();
+        for (b, batch_idx) in order.iter().enumerate() {
+            let lr_scale = if step < warmup_steps {
+                (step + 1) as f64 / warmup_steps as f64
+            } else {
+                ((total_steps - step) as f64 / (total_steps - warmup_steps).max(1) as f64).max(0.0)
+            };
+            opt_enc.set_learning_rate(cfg.lr_encoder * lr_scale);
+            opt_head.set_learning_rate(cfg.lr_heads * lr_scale);
+            let members: Vec<&Item> = batch_idx.iter().map(|&i| &items[i]).collect();
+            let loss = stage1_loss(engine.model(), &members, frozen, &device, &dropout)?;
+            let grads = loss.backward()?;
+            opt_enc.step(&grads)?;
+            opt_head.step(&grads)?;
+            loss_sum += loss.to_scalar::<f32>()? as f64;
+            step += 1;
+            if (b + 1) % 50 == 0 || b + 1 == order.len() {
+                let per_step = epoch_start.elapsed().as_secs_f64() / (b + 1) as f64;
+                tracing::info!(
+                    epoch,
+                    step = b + 1,
+                    of = order.len(),
+                    loss = loss_sum / (b + 1) as f64,
+                    eta_epoch_s = (per_step * (order.len() - b - 1) as f64) as u64,
+                    "training targets"
+                );
+            }
+        }
+        let (rw, _) = evaluate(&engine, &rw_dev)?;
+        let (mt, _) = evaluate(&engine, &mt_dev)?;
+        let mean = (rw.f1_macro() + mt.f1_macro()) / 2.0;
+        tracing::info!(epoch, rw_dev = rw.f1_macro(), mt_dev = mt.f1_macro(), "dev F1-macro");
+        history.push(json!({
+            "epoch": epoch,
+            "train_loss": loss_sum / order.len() as f64,
+            "rw_dev_f1_macro": rw.f1_macro(),
+            "mt_dev_f1_macro": mt.f1_macro(),
+            "seconds": epoch_start.elapsed().as_secs(),
+        }));
+        if best.as_ref().is_none_or(|(b, _, _)| mean > *b) {
+            best = Some((mean, epoch, snapshot(&varmap, &trained_names)?));
+        }
+    }
+    let (best_mean, best_epoch, weights) = best.context("no epoch was trained (--epochs 0?)")?;
+    restore(&varmap, &weights)?;
+    let stage1_secs = stage1.elapsed().as_secs();
+
+    // Stage 2: sentence head on VADER.
+    let stage2 = Instant::now();
+    let sentence_record = train_sentence_head(&engine, &data, &varmap, cfg, &mut rng, &drop_rng)?;
+    let stage2_secs = stage2.elapsed().as_secs();
+
+    // Write the model folder.
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut to_save = HashMap::new();
+    {
+        let vars = varmap.data().lock().expect("varmap lock");
+        for name in &trained_names {
+            to_save.insert(name.clone(), vars[name].as_tensor().to_dtype(DType::F16)?);
+        }
+    }
+    copy_base_files(base, out)?;
+    let stance_path = out.join("stance.safetensors");
+    candle_core::safetensors::save(&to_save, &stance_path)?;
+    let mut manifest = manifest;
+    manifest.training = json!({
+        "data": {
+            "targets": "NewsMTSC train.jsonl (Hamborg & Donnay 2021, MIT)",
+            "targets_sentences": train_ex.len(),
+            "targets_windows": items.len(),
+            "sentences": format!("VADER nyt_editorial_snippets.tsv + tweets.tsv (Hutto & Gilbert 2014, MIT), fixed FNV-1a id split 70/10/20 train/dev/test, valence < -{t} negative, > +{t} positive, else neutral", t = data::VADER_THRESHOLD),
+        },
+        "config": cfg,
+        "frozen_layers": frozen,
+        "trained_tensors": trained_names.len(),
+        "epochs": history,
+        "chosen_epoch": best_epoch,
+        "chosen_mean_dev_f1_macro": best_mean,
+        "sentence_head": sentence_record,
+        "seconds": { "stage1_targets": stage1_secs, "stage2_sentences": stage2_secs, "total": started.elapsed().as_secs() },
+        "machine": format!("{} threads, {}", rayon_threads(), std::env::consts::ARCH),
+        "stance_safetensors_sha256": sha256_file(&stance_path)?,
+    });
+    manifest.save(&out.join("manifest.json"))?;
+    tracing::info!(out = %out.display(), secs = started.elapsed().as_secs(), "model written");
+    Ok(())
+}
+
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(format!("{:x}", Sha256::digest(&bytes)))
+}
+
+/// Copies config, tokenizer, base encoder and provenance files into `out` (unless `out` is
+/// the folder they come from).
+fn copy_base_files(base: &ModelFiles, out: &Path) -> Result<()> {
+    let files: Vec<PathBuf> = [&base.config, &base.tokenizer, &base.encoder].into_iter().cloned().collect();
+    let mut extra = Vec::new();
+    if let Some(dir) = base.encoder.parent() {
+        for name in ["LICENSE", "PROVENANCE.md", "convert_base.py"] {
+            let p = dir.join(name);
+            if p.is_file() {
+                extra.push(p);
+            }
+        }
+    }
+    for src in files.iter().chain(&extra) {
+        let Some(file_name) = src.file_name() else { continue };
+        let dst = out.join(file_name);
+        let same = match (src.canonicalize(), dst.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        if !same {
+            std::fs::copy(src, &dst).with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Xavier-uniform weights and zero biases for the heads, from the seeded generator.
+fn init_heads(varmap: &VarMap, rng: &mut ChaCha8Rng) -> Result<()> {
+    let vars = varmap.data().lock().expect("varmap lock");
+    let mut names: Vec<&String> = vars.keys().filter(|n| n.starts_with("heads.")).collect();
+    names.sort();
+    for name in names {
+        let var = &vars[name];
+        let dims = var.dims().to_vec();
+        let values: Vec<f32> = if name.ends_with(".bias") {
+            vec![0.0; var.elem_count()]
+        } else {
+            let bound = (6.0 / (dims[0] + dims[1]) as f64).sqrt() as f32;
+            (0..var.elem_count()).map(|_| rng.random_range(-bound..bound)).collect()
+        };
+        var.set(&Tensor::from_vec(values, dims, var.device())?)?;
+    }
+    Ok(())
+}
+
+fn snapshot(varmap: &VarMap, names: &[String]) -> Result<HashMap<String, Tensor>> {
+    let vars = varmap.data().lock().expect("varmap lock");
+    names.iter().map(|n| Ok((n.clone(), vars[n].as_tensor().copy()?))).collect()
+}
+
+fn restore(varmap: &VarMap, weights: &HashMap<String, Tensor>) -> Result<()> {
+    let vars = varmap.data().lock().expect("varmap lock");
+    for (n, t) in weights {
+        vars[n].set(t)?;
+    }
+    Ok(())
+}
+
+/// Inverted dropout with a mask drawn from `rng`.
+fn dropout_with(x: &Tensor, p: f32, rng: &mut ChaCha8Rng) -> candle_core::Result<Tensor> {
+    if p <= 0.0 {
+        return Ok(x.clone());
+    }
+    let keep = 1.0 - p;
+    let mask: Vec<f32> = (0..x.elem_count()).map(|_| if rng.random::<f32>() < keep { 1.0 / keep } else { 0.0 }).collect();
+    x * Tensor::from_vec(mask, x.shape(), x.device())?
+}
+
+/// Prepares NewsMTSC examples through the pipeline and labels each window's targets.
+fn windows_with_labels(engine: &Engine, examples: &[Example]) -> Result<Vec<Item>> {
+    let mut items = Vec::new();
+    for ex in examples {
+        let prepared = engine.prepare(ex.input.clone()).with_context(|| format!("preparing {}", ex.input.id))?;
+        let mut labels: Vec<Vec<u32>> = prepared.windows.iter().map(|w| vec![u32::MAX; w.targets.len()]).collect();
+        for s in &prepared.sentences {
+            for a in &s.actors {
+                let k: usize = a.name.trim_start_matches('t').parse().context("target name")?;
+                for &(w, t, _) in &a.refs {
+                    labels[w][t] = ex.targets[k].index() as u32;
+                }
+            }
+        }
+        for (window, labels) in prepared.windows.into_iter().zip(labels) {
+            if window.targets.is_empty() {
+                continue;
+            }
+            items.push(Item { window, labels, prefix: Tensor::zeros(0, DType::F32, &Device::Cpu)? });
+        }
+    }
+    Ok(items)
+}
+
+/// Computes the frozen layers once for every window and keeps each real-token slice.
+fn cache_prefix(model: &StanceModel, items: &mut [Item], frozen: usize, device: &Device) -> Result<()> {
+    let lengths: Vec<usize> = items.iter().map(|i| i.window.ids.len()).collect();
+    for group in batches::plan(&lengths, BatchLimits { max_tokens: 4096, max_rows: 64 }) {
+        let members: Vec<&WindowInput> = group.iter().map(|&i| &items[i].window).collect();
+        let batch = Batch::build(&members, device)?;
+        let bias = Encoder::attention_bias(&batch.mask)?;
+        let x = model.encoder.embed(&batch.ids, Precision::Fused)?;
+        let x = model.encoder.layers(&x, &bias, 0..frozen, Precision::Fused)?.detach();
+        for (row, &i) in group.iter().enumerate() {
+            let len = items[i].window.ids.len();
+            // A fresh compact copy: a view would keep the whole batch alive.
+            items[i].prefix = x.get(row)?.narrow(0, 0, len)?.force_contiguous()?;
+        }
+    }
+    Ok(())
+}
+
+/// Batches for one epoch: shuffled, then sorted by length within pools of 50 batches so that
+/// padding stays small, then the batch order shuffled.
+fn epoch_batches(items: &[Item], batch_size: usize, rng: &mut ChaCha8Rng) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.shuffle(rng);
+    let mut out = Vec::new();
+    for pool in order.chunks(batch_size * 50) {
+        let mut pool = pool.to_vec();
+        pool.sort_by_key(|&i| items[i].window.ids.len());
+        out.extend(pool.chunks(batch_size).map(|c| c.to_vec()));
+    }
+    out.shuffle(rng);
+    out
+}
+
+fn stage1_loss(
+    model: &StanceModel,
+    members: &[&Item],
+    frozen: usize,
+    device: &Device,
+    dropout: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
+) -> Result<Tensor> {
+    let windows: Vec<&WindowInput> = members.iter().map(|i| &i.window).collect();
+    let batch = Batch::build(&windows, device)?;
+    let seq = batch.seq;
+    let hidden = model.encoder.config().hidden_size;
+    let rows = members
+        .iter()
+        .map(|m| {
+            let len = m.prefix.dim(0)?;
+            if len == seq {
+                Ok(m.prefix.clone())
+            } else {
+                Tensor::cat(&[&m.prefix, &Tensor::zeros((seq - len, hidden), DType::F32, device)?], 0)
+            }
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let x = Tensor::stack(&rows, 0)?;
+    let bias = Encoder::attention_bias(&batch.mask)?;
+    let h = model.encoder.layers(&x, &bias, frozen..model.encoder.num_layers(), Precision::Differentiable)?;
+    let logits = model.heads.forward(&h, &batch, Some(dropout))?;
+    let labels: Vec<u32> = batch.target_index.iter().map(|&(r, t)| members[r].labels[t]).collect();
+    let labels = Tensor::from_vec(labels, batch.target_index.len(), device)?;
+    Ok(candle_nn::loss::cross_entropy(&logits.target, &labels)?)
+}
+
+/// Sentence vectors (mean of the final states) for examples, through the pipeline's windows.
+fn sentence_features(engine: &Engine, examples: &[Example], device: &Device) -> Result<(Tensor, Vec<u32>)> {
+    let model = engine.model();
+    let mut windows = Vec::new();
+    let mut labels = Vec::new();
+    for ex in examples {
+        let p = engine.prepare(ex.input.clone()).with_context(|| format!("preparing {}", ex.input.id))?;
+        let label = ex.sentence.context("a sentence example without a label")?.index() as u32;
+        for w in p.windows {
+            windows.push(w);
+            labels.push(label);
+        }
+    }
+    let lengths: Vec<usize> = windows.iter().map(|w| w.ids.len()).collect();
+    let mut feats: Vec<Option<Tensor>> = vec![None; windows.len()];
+    for group in batches::plan(&lengths, BatchLimits { max_tokens: 4096, max_rows: 64 }) {
+        let members: Vec<&WindowInput> = group.iter().map(|&i| &windows[i]).collect();
+        let batch = Batch::build(&members, device)?;
+        let h = model.encoder.forward(&batch.ids, &batch.mask, Precision::Fused)?;
+        let (rows, seq, hid) = h.dims3()?;
+        let pooled = batch.sentence_pool.matmul(&h.reshape((rows * seq, hid))?)?.detach();
+        for (row, &i) in group.iter().enumerate() {
+            feats[i] = Some(pooled.get(row)?.force_contiguous()?);
+        }
+    }
+    let feats: Vec<Tensor> = feats.into_iter().map(|f| f.expect("every window pooled")).collect();
+    Ok((Tensor::stack(&feats, 0)?, labels))
+}
+
+fn train_sentence_head(
+    engine: &Engine,
+    data: &DataDir,
+    varmap: &VarMap,
+    cfg: &TrainConfig,
+    rng: &mut ChaCha8Rng,
+    drop_rng: &RefCell<ChaCha8Rng>,
+) -> Result<serde_json::Value> {
+    let device = Device::Cpu;
+    let mut train = data::vader(&data.vader_nyt(), Split::Train)?;
+    train.extend(data::vader(&data.vader_tweets(), Split::Train)?);
+    let mut dev = data::vader(&data.vader_nyt(), Split::Dev)?;
+    dev.extend(data::vader(&data.vader_tweets(), Split::Dev)?);
+    let (x, y) = sentence_features(engine, &train, &device)?;
+    let y = Tensor::from_vec(y.clone(), y.len(), &device)?;
+    // Dev is scored on its windows' vectors; a sentence longer than one window counts once per
+    // window here (rare in VADER), while `stance eval` scores whole sentences.
+    let (dev_x, dev_y) = sentence_features(engine, &dev, &device)?;
+    let n = x.dim(0)?;
+    let head_names: Vec<String> = {
+        let vars = varmap.data().lock().expect("varmap lock");
+        let mut v: Vec<String> = vars.keys().filter(|k| k.starts_with("heads.sentence.")).cloned().collect();
+        v.sort();
+        v
+    };
+    let vars: Vec<Var> = {
+        let all = varmap.data().lock().expect("varmap lock");
+        head_names.iter().map(|k| all[k].clone()).collect()
+    };
+    let mut opt = AdamW::new(vars, ParamsAdamW { lr: cfg.lr_heads, weight_decay: cfg.weight_decay, ..Default::default() })?;
+    let heads = &engine.model().heads;
+    let mut best: Option<(f64, usize, HashMap<String, Tensor>)> = None;
+    let mut history = Vec::new();
+    for epoch in 1..=cfg.sentence_epochs {
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        order.shuffle(rng);
+        for chunk in order.chunks(64) {
+            let idx = Tensor::from_slice(chunk, chunk.len(), &device)?;
+            let xb = dropout_with(&x.index_select(&idx, 0)?, cfg.dropout, &mut drop_rng.borrow_mut())?;
+            let logits = heads.sentence.forward(&xb)?;
+            let loss = candle_nn::loss::cross_entropy(&logits, &y.index_select(&idx, 0)?)?;
+            opt.backward_step(&loss)?;
+        }
+        let predicted = heads.sentence.forward(&dev_x)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        let mut c = Confusion::default();
+        for (&g, &p) in dev_y.iter().zip(&predicted) {
+            c.add(Label::ALL[g as usize], Label::ALL[p as usize]);
+        }
+        history.push(json!({"epoch": epoch, "vader_dev_f1_macro": c.f1_macro()}));
+        if best.as_ref().is_none_or(|(b, _, _)| c.f1_macro() > *b) {
+            best = Some((c.f1_macro(), epoch, snapshot(varmap, &head_names)?));
+        }
+    }
+    let (f1, epoch, weights) = best.context("no sentence epoch trained (--sentence-epochs 0?)")?;
+    restore(varmap, &weights)?;
+    tracing::info!(epoch, vader_dev = f1, "sentence head chosen");
+    Ok(json!({"train_sentences": n, "dev_sentences": dev.len(), "epochs": history, "chosen_epoch": epoch, "vader_dev_f1_macro": f1}))
+}
