@@ -1,0 +1,70 @@
+//! Our encoder against candle-transformers' reference `BertModel` on the bundled base weights,
+//! in both precisions, and padded batches against single sentences.
+
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+
+use stance::batches::{Batch, WindowInput};
+use stance::encoder::{Encoder, Precision};
+use stance::model::{load_config, ModelFiles};
+use stance::tokens::SentenceTokenizer;
+
+const SENTENCES: [&str; 3] = [
+    "Russia, which enjoys a military base inside Armenia, could have intervened in the conflict.",
+    "Erdoğan’s Türkiye backed Baku.",
+    "Azeri President Ilham Aliyev is declaring to the world that he will transform Nagorno-Karabakh into a ‘paradise’, while Armenian refugees wait at the border.",
+];
+
+fn base() -> ModelFiles {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(stance::DEFAULT_MODEL_DIR);
+    ModelFiles::from_dir(&dir).expect("bundled model folder")
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+#[test]
+fn encoder_matches_reference_bert() {
+    let files = base();
+    let dev = Device::Cpu;
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&files.encoder], DType::F32, &dev).unwrap() };
+    let ref_cfg: Config = serde_json::from_str(&std::fs::read_to_string(&files.config).unwrap()).unwrap();
+    let reference = BertModel::load(vb.clone(), &ref_cfg).unwrap();
+    let ours = Encoder::load(vb, &load_config(&files.config).unwrap()).unwrap();
+    let tok = SentenceTokenizer::from_file(&files.tokenizer, 128).unwrap();
+
+    let windows: Vec<WindowInput> = SENTENCES
+        .iter()
+        .map(|s| {
+            let t = tok.tokenize(s).unwrap();
+            WindowInput { ids: tok.window_ids(&t, 0), targets: vec![] }
+        })
+        .collect();
+    let refs: Vec<&WindowInput> = windows.iter().collect();
+    let batch = Batch::build(&refs, &dev).unwrap();
+    let types = batch.ids.zeros_like().unwrap();
+    let mask_u32 = batch.mask.to_dtype(DType::U32).unwrap();
+    let expected = reference.forward(&batch.ids, &types, Some(&mask_u32)).unwrap();
+    for p in [Precision::Fused, Precision::Differentiable] {
+        let got = ours.forward(&batch.ids, &batch.mask, p).unwrap();
+        for (row, w) in windows.iter().enumerate() {
+            let n = w.ids.len();
+            let d = max_abs_diff(&got.get(row).unwrap().narrow(0, 0, n).unwrap(), &expected.get(row).unwrap().narrow(0, 0, n).unwrap());
+            assert!(d < 1e-4, "{p:?}, sentence {row}: max abs difference {d}");
+        }
+    }
+
+    // A sentence alone gives the same states as inside a padded batch.
+    for (row, w) in windows.iter().enumerate() {
+        let single = Batch::build(&[w], &dev).unwrap();
+        let alone = ours.forward(&single.ids, &single.mask, Precision::Fused).unwrap();
+        let padded = ours.forward(&batch.ids, &batch.mask, Precision::Fused).unwrap();
+        let n = w.ids.len();
+        let d = max_abs_diff(&alone.get(0).unwrap(), &padded.get(row).unwrap().narrow(0, 0, n).unwrap());
+        assert!(d < 1e-4, "sentence {row}: padding changed the states by {d}");
+    }
+}
