@@ -8,6 +8,7 @@
 
 pub mod aggregates;
 pub mod batches;
+pub mod client;
 pub mod encoder;
 pub mod error;
 pub mod heads;
@@ -16,8 +17,10 @@ pub mod model;
 pub mod pipeline;
 pub mod scores;
 pub mod sentences;
+pub mod server;
 pub mod tokens;
 pub mod training;
+pub mod wire;
 
 pub use error::{EngineError, InputError};
 pub use pipeline::{ArticleInput, Engine, ExplicitMention, Limits};

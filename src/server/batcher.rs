@@ -1,0 +1,95 @@
+//! The compute threads (the "backend"): each pops jobs from the [`Queue`], gathers windows of
+//! several requests into one batch bounded by padded tokens and a short wait, runs
+//! [`Engine::run_windows`] and answers every job through its oneshot.
+//!
+//! These are dedicated `std::thread`s: the encoder is CPU-bound and must never run on tokio's
+//! workers. Jobs whose client went away or whose deadline passed are skipped before any
+//! computation.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::metrics;
+use super::queue::{Job, JobError, Queue};
+use crate::batches::WindowInput;
+use crate::pipeline::Engine;
+
+/// How batches are formed.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchConfig {
+    /// Padded tokens (windows × longest window) per batch; one article larger than this still
+    /// runs alone (the engine cuts it into smaller encoder batches).
+    pub max_batch_tokens: usize,
+    /// How long a batch waits for more requests once it has one.
+    pub max_batch_wait: Duration,
+}
+
+/// Starts one compute thread.
+pub fn spawn(index: usize, engine: Arc<Engine>, queue: Arc<Queue>, config: BatchConfig) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(format!("stance-compute-{index}")).spawn(move || run(&engine, &queue, config))
+}
+
+/// Whether a job still needs computing; answers or drops the ones that do not.
+fn live(job: Job) -> Option<Job> {
+    if job.abandoned() {
+        metrics::skipped("cancelled");
+        return None;
+    }
+    if job.expired(Instant::now()) {
+        metrics::skipped("deadline");
+        let _ = job.reply.send(Err(JobError::Expired));
+        return None;
+    }
+    Some(job)
+}
+
+fn run(engine: &Engine, queue: &Queue, config: BatchConfig) {
+    while let Some(first) = queue.pop() {
+        let Some(first) = live(first) else { continue };
+        let started = Instant::now();
+        let until = started + config.max_batch_wait;
+        let mut longest = first.longest();
+        let mut rows = first.windows.len();
+        let mut jobs = vec![first];
+        while longest * rows < config.max_batch_tokens {
+            let Some(job) = queue.pop_until(until) else { break };
+            let Some(job) = live(job) else { continue };
+            let l = longest.max(job.longest());
+            let r = rows + job.windows.len();
+            if l * r > config.max_batch_tokens {
+                queue.push_front(job);
+                break;
+            }
+            longest = l;
+            rows = r;
+            jobs.push(job);
+        }
+        compute(engine, jobs, longest * rows);
+    }
+    tracing::debug!("compute thread stops: queue closed and drained");
+}
+
+fn compute(engine: &Engine, jobs: Vec<Job>, padded_tokens: usize) {
+    let windows: Vec<&WindowInput> = jobs.iter().flat_map(|j| j.windows.iter()).collect();
+    let started = Instant::now();
+    let result = engine.run_windows(&windows);
+    metrics::batch(jobs.len(), windows.len(), padded_tokens, started.elapsed());
+    match result {
+        Ok(scores) => {
+            let mut scores = scores.into_iter();
+            for job in jobs {
+                let mine = scores.by_ref().take(job.windows.len()).collect();
+                metrics::queue_wait(started.saturating_duration_since(job.enqueued));
+                let _ = job.reply.send(Ok(mine));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "encoder batch failed");
+            let msg = e.to_string();
+            for job in jobs {
+                let _ = job.reply.send(Err(JobError::Compute(msg.clone())));
+            }
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! The gRPC service (`stance serve`): the `stance.v1.Stance` service, standard health checks,
+//! server reflection and Prometheus metrics, over the one library pipeline.
+//!
+//! Modelled on text-embeddings-inference's router/queue/backend split:
+//! - the handlers (this module, the "router") validate and [`Engine::prepare`] each article on
+//!   tokio's blocking pool, push its encoder windows to the bounded [`queue::Queue`] and await a
+//!   oneshot; a full queue answers RESOURCE_EXHAUSTED at once;
+//! - compute threads ([`batcher`], plain `std::thread`s) gather windows of several requests
+//!   into batches bounded by padded tokens and a short wait, run [`Engine::run_windows`] and
+//!   answer each request;
+//! - the handler then calls [`Engine::finish`] and answers the client.
+//!
+//! Deadlines (`grpc-timeout`) are honoured: a request past its deadline gets
+//! DEADLINE_EXCEEDED, and the compute threads skip work nobody waits for any more.
+
+pub mod batcher;
+pub mod metrics;
+pub mod queue;
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::{Stream, StreamExt};
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Request, Response, Status, Streaming};
+use tonic_health::ServingStatus;
+
+use crate::pipeline::{ArticleInput, Engine};
+use crate::scores::ArticleScore;
+use crate::wire::{pb, FILE_DESCRIPTOR_SET, SERVICE_NAME};
+use batcher::BatchConfig;
+use queue::{Job, JobError, PushError, Queue};
+
+/// Everything `stance serve` can be told.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub addr: SocketAddr,
+    /// Prometheus `/metrics` listener; off when `None`.
+    pub metrics_addr: Option<SocketAddr>,
+    pub batch: BatchConfig,
+    /// Articles waiting for a compute thread before new ones are refused.
+    pub max_queue: usize,
+    pub compute_threads: usize,
+    /// Largest gRPC message accepted or sent, in bytes.
+    pub max_message_bytes: usize,
+    /// Articles of one ScoreArticles stream being scored at once; further requests of the
+    /// stream wait (flow control) rather than fill the queue.
+    pub max_stream_inflight: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            metrics_addr: None,
+            batch: BatchConfig { max_batch_tokens: 8192, max_batch_wait: Duration::from_millis(5) },
+            max_queue: 1024,
+            compute_threads: 1,
+            max_message_bytes: 16 << 20,
+            max_stream_inflight: 64,
+        }
+    }
+}
+
+/// The loaded engine and its compute threads.
+struct Core {
+    engine: Arc<Engine>,
+    queue: Arc<Queue>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Core {
+    fn start(engine: Engine, config: &ServerConfig) -> std::io::Result<Self> {
+        let engine = Arc::new(engine);
+        let queue = Arc::new(Queue::new(config.max_queue));
+        let threads = (0..config.compute_threads.max(1))
+            .map(|i| batcher::spawn(i, engine.clone(), queue.clone(), config.batch))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok(Self { engine, queue, threads: Mutex::new(threads) })
+    }
+
+    /// Stops the compute threads once the queue is drained.
+    fn stop(&self) {
+        self.queue.close();
+        for t in self.threads.lock().expect("threads lock").drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The `stance.v1.Stance` service.
+#[derive(Clone)]
+pub struct StanceService {
+    core: Arc<OnceLock<Core>>,
+    config: Arc<ServerConfig>,
+}
+
+/// The service answers DEADLINE_EXCEEDED this much before the client's deadline, so that it
+/// wins the race with tonic's own `grpc-timeout` layer (which would answer CANCELLED).
+const DEADLINE_MARGIN: Duration = Duration::from_millis(3);
+
+/// The request's deadline from its `grpc-timeout` header (`<digits><H|M|S|m|u|n>`).
+pub fn deadline_of(metadata: &MetadataMap, now: Instant) -> Option<Instant> {
+    let v = metadata.get("grpc-timeout")?.to_str().ok()?;
+    if v.len() < 2 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    let timeout = match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    };
+    now.checked_add(timeout.saturating_sub(DEADLINE_MARGIN))
+}
+
+fn deadline_exceeded() -> Status {
+    Status::deadline_exceeded("the request's deadline passed before it was scored")
+}
+
+impl StanceService {
+    fn core(&self) -> Result<&Core, Status> {
+        self.core.get().ok_or_else(|| Status::unavailable("the model is still loading; retry shortly (health: NOT_SERVING)"))
+    }
+
+    /// Scores one article through prepare → queue → compute thread → finish.
+    async fn score(&self, article: Option<pb::Article>, deadline: Option<Instant>) -> Result<ArticleScore, Status> {
+        let core = self.core()?;
+        let article = article.ok_or_else(|| Status::invalid_argument("the request has no article"))?;
+        let input = ArticleInput::try_from(article).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let work = async {
+            let engine = core.engine.clone();
+            let mut prepared = tokio::task::spawn_blocking(move || engine.prepare(input))
+                .await
+                .map_err(|e| Status::internal(format!("prepare panicked: {e}")))?
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let (reply, rx) = oneshot::channel();
+            let job = Job { windows: std::mem::take(&mut prepared.windows), reply, deadline, enqueued: Instant::now() };
+            core.queue.push(job).map_err(|(e, _)| match e {
+                PushError::Full { capacity } => Status::resource_exhausted(format!(
+                    "the scoring queue is full ({capacity} articles waiting); retry later, send fewer at once or raise --max-queue"
+                )),
+                PushError::Closed => Status::unavailable("the server is shutting down"),
+            })?;
+            let scores = rx
+                .await
+                .map_err(|_| Status::internal("the compute thread dropped the request"))?
+                .map_err(|e| match e {
+                    JobError::Expired => deadline_exceeded(),
+                    JobError::Compute(m) => Status::internal(format!("model computation failed: {m}")),
+                })?;
+            let engine = core.engine.clone();
+            let score = tokio::task::spawn_blocking(move || engine.finish(prepared, scores))
+                .await
+                .map_err(|e| Status::internal(format!("finish panicked: {e}")))?;
+            metrics::scored(score.sentences.len());
+            Ok(score)
+        };
+        match deadline {
+            None => work.await,
+            Some(d) if d <= Instant::now() => Err(deadline_exceeded()),
+            Some(d) => tokio::time::timeout_at(d.into(), work).await.unwrap_or_else(|_| Err(deadline_exceeded())),
+        }
+    }
+}
+
+type ItemStream = Pin<Box<dyn Stream<Item = Result<pb::ScoreArticlesResponse, Status>> + Send>>;
+
+fn item(id: String, seq: u64, result: Result<ArticleScore, Status>) -> pb::ScoreArticlesResponse {
+    let result = match result {
+        Ok(s) => pb::score_articles_response::Result::Score(s.into()),
+        Err(st) => pb::score_articles_response::Result::Error(pb::ItemError { code: st.code() as i32, message: st.message().to_string() }),
+    };
+    pb::ScoreArticlesResponse { id, seq, result: Some(result) }
+}
+
+fn code_of<T>(r: &Result<T, Status>) -> Code {
+    r.as_ref().err().map_or(Code::Ok, |s| s.code())
+}
+
+#[tonic::async_trait]
+impl pb::stance_server::Stance for StanceService {
+    async fn score_article(&self, request: Request<pb::ScoreArticleRequest>) -> Result<Response<pb::ScoreArticleResponse>, Status> {
+        let started = Instant::now();
+        let deadline = deadline_of(request.metadata(), started);
+        let result = self.score(request.into_inner().article, deadline).await;
+        metrics::request("ScoreArticle", code_of(&result), started.elapsed());
+        if let Err(s) = &result {
+            tracing::debug!(code = ?s.code(), message = s.message(), "ScoreArticle failed");
+        }
+        result.map(|s| Response::new(pb::ScoreArticleResponse { score: Some(s.into()) }))
+    }
+
+    type ScoreArticlesStream = ItemStream;
+
+    async fn score_articles(
+        &self,
+        request: Request<Streaming<pb::ScoreArticleRequest>>,
+    ) -> Result<Response<Self::ScoreArticlesStream>, Status> {
+        self.core()?;
+        let deadline = deadline_of(request.metadata(), Instant::now());
+        let mut inbound = request.into_inner();
+        let inflight = self.config.max_stream_inflight.max(1);
+        let (out, rx) = mpsc::channel::<Result<pb::ScoreArticlesResponse, Status>>(inflight);
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let permits = Arc::new(Semaphore::new(inflight));
+            let mut tasks = tokio::task::JoinSet::new();
+            loop {
+                let permit = tokio::select! {
+                    p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+                    _ = out.closed() => { tasks.abort_all(); return; }
+                };
+                let msg = tokio::select! {
+                    m = inbound.message() => m,
+                    _ = out.closed() => { tasks.abort_all(); return; }
+                };
+                match msg {
+                    Ok(Some(req)) => {
+                        let (svc, out) = (svc.clone(), out.clone());
+                        tasks.spawn(async move {
+                            let _permit = permit;
+                            let started = Instant::now();
+                            let id = req.article.as_ref().map(|a| a.id.clone()).unwrap_or_default();
+                            let result = svc.score(req.article, deadline).await;
+                            metrics::request("ScoreArticles", code_of(&result), started.elapsed());
+                            let _ = out.send(Ok(item(id, req.seq, result))).await;
+                        });
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        // The client's side of the stream broke: nobody will read the answers.
+                        tracing::debug!(%status, "ScoreArticles: inbound stream failed");
+                        tasks.abort_all();
+                        let _ = out.send(Err(status)).await;
+                        return;
+                    }
+                }
+                while tasks.try_join_next().is_some() {}
+            }
+            tokio::select! {
+                _ = async { while tasks.join_next().await.is_some() {} } => {}
+                _ = out.closed() => tasks.abort_all(),
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_actors(&self, _request: Request<pb::ListActorsRequest>) -> Result<Response<pb::ListActorsResponse>, Status> {
+        let started = Instant::now();
+        let result = self.core().map(|core| pb::ListActorsResponse {
+            actors: core.engine.lexicon().actors.iter().cloned().map(Into::into).collect(),
+        });
+        metrics::request("ListActors", code_of(&result), started.elapsed());
+        result.map(Response::new)
+    }
+
+    async fn get_model_info(&self, _request: Request<pb::GetModelInfoRequest>) -> Result<Response<pb::ModelInfo>, Status> {
+        let started = Instant::now();
+        let result = self.core().map(|core| {
+            let model = core.engine.model();
+            let m = &model.manifest;
+            let limits = core.engine.limits();
+            let c = &self.config;
+            pb::ModelInfo {
+                name: m.name.clone(),
+                version: m.version.clone(),
+                origin: model.files.origin.clone(),
+                max_tokens: m.max_tokens as u64,
+                labels: m.labels.clone(),
+                manifest_json: serde_json::to_string(m).unwrap_or_default(),
+                limits: Some(pb::Limits {
+                    max_article_bytes: limits.max_article_bytes as u64,
+                    max_sentences: limits.max_sentences as u64,
+                    max_mentions: limits.max_mentions as u64,
+                    max_message_bytes: c.max_message_bytes as u64,
+                    max_batch_tokens: c.batch.max_batch_tokens as u64,
+                    max_batch_wait_ms: c.batch.max_batch_wait.as_millis() as u64,
+                    max_queue: c.max_queue as u64,
+                }),
+            }
+        });
+        metrics::request("GetModelInfo", code_of(&result), started.elapsed());
+        result.map(Response::new)
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT. Handlers are installed when this is called, not when polled.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: finishing in-flight requests, then exiting"),
+                _ = int.recv() => tracing::info!("SIGINT: finishing in-flight requests, then exiting"),
+            }
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
+}
+
+/// Runs the service until SIGTERM/SIGINT. Binds first (printing `listening on ADDR` as the
+/// first line on stdout), serves health NOT_SERVING while `load` builds the engine, then
+/// SERVING. On a signal it stops accepting, finishes in-flight requests and returns.
+pub async fn serve<F>(config: ServerConfig, load: F) -> anyhow::Result<()>
+where
+    F: FnOnce() -> anyhow::Result<Engine> + Send + 'static,
+{
+    let signal = shutdown_signal()?;
+    let listener = tokio::net::TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
+    let local = listener.local_addr()?;
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {local}")?;
+        out.flush()?;
+    }
+    if let Some(m) = config.metrics_addr {
+        metrics::install(m).with_context(|| format!("starting the metrics listener on {m}"))?;
+        tracing::info!("metrics on http://{m}/metrics");
+    }
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_service_status("", ServingStatus::NotServing).await;
+    reporter.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let config = Arc::new(config);
+    let core: Arc<OnceLock<Core>> = Arc::new(OnceLock::new());
+    let service = StanceService { core: core.clone(), config: config.clone() };
+    let stance = pb::stance_server::StanceServer::new(service)
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
+
+    // Load the model while health answers NOT_SERVING; a failed load stops the server.
+    let (failed_tx, failed_rx) = oneshot::channel::<anyhow::Error>();
+    {
+        let (core, config, reporter) = (core.clone(), config.clone(), reporter.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let loaded = tokio::task::spawn_blocking(load).await.map_err(anyhow::Error::from).and_then(|r| r);
+            match loaded.and_then(|engine| Ok(Core::start(engine, &config)?)) {
+                Ok(c) => {
+                    let _ = core.set(c);
+                    reporter.set_service_status("", ServingStatus::Serving).await;
+                    reporter.set_service_status(SERVICE_NAME, ServingStatus::Serving).await;
+                    tracing::info!(load_seconds = started.elapsed().as_secs_f32(), "serving on {local}");
+                }
+                Err(e) => {
+                    let _ = failed_tx.send(e);
+                }
+            }
+        });
+    }
+    let (load_error_tx, mut load_error_rx) = oneshot::channel::<anyhow::Error>();
+    let shutdown = async move {
+        tokio::select! {
+            _ = signal => {}
+            Ok(e) = failed_rx => { let _ = load_error_tx.send(e); }
+        }
+    };
+
+    let incoming = TcpListenerStream::new(listener).map(|s| {
+        if let Ok(s) = &s {
+            let _ = s.set_nodelay(true);
+        }
+        s
+    });
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(stance)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .context("serving")?;
+
+    if let Some(c) = core.get() {
+        c.stop();
+    }
+    if let Ok(e) = load_error_rx.try_recv() {
+        return Err(e.context("loading the model"));
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_header() {
+        let now = Instant::now();
+        let mut md = MetadataMap::new();
+        assert_eq!(deadline_of(&md, now), None);
+        md.insert("grpc-timeout", "2S".parse().unwrap());
+        assert_eq!(deadline_of(&md, now), Some(now + Duration::from_secs(2) - DEADLINE_MARGIN));
+        md.insert("grpc-timeout", "1m".parse().unwrap());
+        assert_eq!(deadline_of(&md, now), Some(now));
+        md.insert("grpc-timeout", "xS".parse().unwrap());
+        assert_eq!(deadline_of(&md, now), None);
+    }
+}

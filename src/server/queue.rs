@@ -1,0 +1,181 @@
+//! The bounded queue between the gRPC handlers and the compute threads (the "queue" of a
+//! router/queue/backend split, as in text-embeddings-inference).
+//!
+//! A handler `prepare`s an article and pushes its encoder windows as one [`Job`]; a full queue
+//! refuses at once (the handler answers RESOURCE_EXHAUSTED), so memory stays bounded. Compute
+//! threads pop jobs (blocking, on plain std threads) and answer through the job's oneshot.
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex};
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use crate::batches::WindowInput;
+use crate::pipeline::WindowScores;
+
+/// Why a job produced no scores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobError {
+    /// The request's deadline passed before its windows were computed; they were skipped.
+    Expired,
+    /// The encoder failed.
+    Compute(String),
+}
+
+/// One article's windows, waiting for the encoder.
+pub struct Job {
+    pub windows: Vec<WindowInput>,
+    pub reply: oneshot::Sender<Result<Vec<WindowScores>, JobError>>,
+    pub deadline: Option<Instant>,
+    pub enqueued: Instant,
+}
+
+impl Job {
+    /// The longest window, in tokens.
+    pub fn longest(&self) -> usize {
+        self.windows.iter().map(|w| w.ids.len()).max().unwrap_or(0)
+    }
+
+    /// Whether anyone still waits for this job (the handler drops its receiver when the client
+    /// cancels or the deadline passes).
+    pub fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+
+    pub fn expired(&self, now: Instant) -> bool {
+        self.deadline.is_some_and(|d| d <= now)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// The queue holds its capacity of jobs already.
+    Full { capacity: usize },
+    /// The server is shutting down.
+    Closed,
+}
+
+struct Inner {
+    jobs: VecDeque<Job>,
+    closed: bool,
+}
+
+/// A bounded FIFO of jobs, shared by async producers and blocking consumers.
+pub struct Queue {
+    inner: Mutex<Inner>,
+    ready: Condvar,
+    capacity: usize,
+}
+
+impl Queue {
+    pub fn new(capacity: usize) -> Self {
+        Self { inner: Mutex::new(Inner { jobs: VecDeque::new(), closed: false }), ready: Condvar::new(), capacity: capacity.max(1) }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Adds a job, or refuses it at once when the queue is full or closed. Never blocks.
+    pub fn push(&self, job: Job) -> Result<(), (PushError, Job)> {
+        let mut inner = self.inner.lock().expect("queue lock");
+        if inner.closed {
+            return Err((PushError::Closed, job));
+        }
+        if inner.jobs.len() >= self.capacity {
+            return Err((PushError::Full { capacity: self.capacity }, job));
+        }
+        inner.jobs.push_back(job);
+        super::metrics::queue_depth(inner.jobs.len());
+        drop(inner);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// Puts back a job a batch had no room for, at the head (it may briefly exceed capacity).
+    pub fn push_front(&self, job: Job) {
+        let mut inner = self.inner.lock().expect("queue lock");
+        inner.jobs.push_front(job);
+        super::metrics::queue_depth(inner.jobs.len());
+        drop(inner);
+        self.ready.notify_one();
+    }
+
+    /// Waits for a job; `None` once the queue is closed and empty.
+    pub fn pop(&self) -> Option<Job> {
+        let mut inner = self.inner.lock().expect("queue lock");
+        loop {
+            if let Some(job) = inner.jobs.pop_front() {
+                super::metrics::queue_depth(inner.jobs.len());
+                return Some(job);
+            }
+            if inner.closed {
+                return None;
+            }
+            inner = self.ready.wait(inner).expect("queue lock");
+        }
+    }
+
+    /// Waits for a job until `until`; `None` when none came (or the queue is closed and empty).
+    pub fn pop_until(&self, until: Instant) -> Option<Job> {
+        let mut inner = self.inner.lock().expect("queue lock");
+        loop {
+            if let Some(job) = inner.jobs.pop_front() {
+                super::metrics::queue_depth(inner.jobs.len());
+                return Some(job);
+            }
+            let now = Instant::now();
+            if inner.closed || now >= until {
+                return None;
+            }
+            inner = self.ready.wait_timeout(inner, until - now).expect("queue lock").0;
+        }
+    }
+
+    /// Refuses new jobs; consumers drain what is queued, then stop.
+    pub fn close(&self) {
+        self.inner.lock().expect("queue lock").closed = true;
+        self.ready.notify_all();
+    }
+
+    pub fn depth(&self) -> usize {
+        self.inner.lock().expect("queue lock").jobs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> (Job, oneshot::Receiver<Result<Vec<WindowScores>, JobError>>) {
+        let (reply, rx) = oneshot::channel();
+        (Job { windows: Vec::new(), reply, deadline: None, enqueued: Instant::now() }, rx)
+    }
+
+    #[test]
+    fn bounded_and_closable() {
+        let q = Queue::new(2);
+        let (a, _ra) = job();
+        let (b, _rb) = job();
+        let (c, _rc) = job();
+        assert!(q.push(a).is_ok());
+        assert!(q.push(b).is_ok());
+        assert_eq!(q.push(c).unwrap_err().0, PushError::Full { capacity: 2 });
+        assert_eq!(q.depth(), 2);
+        q.close();
+        assert!(q.pop().is_some());
+        assert!(q.pop_until(Instant::now()).is_some());
+        assert!(q.pop().is_none());
+        let (d, _rd) = job();
+        assert_eq!(q.push(d).unwrap_err().0, PushError::Closed);
+    }
+
+    #[test]
+    fn abandoned_when_receiver_dropped() {
+        let (j, rx) = job();
+        assert!(!j.abandoned());
+        drop(rx);
+        assert!(j.abandoned());
+    }
+}
