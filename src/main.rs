@@ -29,6 +29,27 @@ enum Command {
     Train(TrainArgs),
     /// Print NewsMTSC F1-macro (dev and test) and VADER held-out macro-F1 for a model.
     Eval(EvalArgs),
+    /// Run the gRPC service (stance.v1.Stance, health, reflection, metrics).
+    Serve(ServeArgs),
+    /// Score a JSONL file, a directory of .txt files or stdin into a resumable JSONL file.
+    Batch(BatchArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    engine: EngineArgs,
+    #[command(flatten)]
+    serve: cli::serve::ServeOpts,
+}
+
+#[derive(Args)]
+struct BatchArgs {
+    #[command(flatten)]
+    batch: cli::batch::BatchOpts,
+    /// In-process mode only (with --remote the servers' own model and limits apply).
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 #[derive(Args, Clone)]
@@ -102,6 +123,10 @@ struct ScoreArgs {
     format: OutputFormat,
     #[arg(long, value_enum, default_value = "auto")]
     input_format: InputFormat,
+    /// Score on this `stance serve` server (HOST:PORT) instead of in-process; repeat (or
+    /// separate with commas) to spread the load across several.
+    #[arg(long, value_delimiter = ',')]
+    remote: Vec<String>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -163,7 +188,7 @@ struct EvalArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Score(_) => "warn",
+        Command::Score(_) | Command::Batch(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -177,6 +202,8 @@ fn main() -> ExitCode {
         Command::Score(a) => score(a),
         Command::Train(a) => train(a).map(|_| ExitCode::SUCCESS),
         Command::Eval(a) => cli::eval::run(a.model.files(), &a.data, a.test, a.record).map(|_| ExitCode::SUCCESS),
+        Command::Serve(a) => cli::serve::run(a.serve, move || a.engine.engine()).map(|_| ExitCode::SUCCESS),
+        Command::Batch(a) => cli::batch::run(a.batch, || a.engine.engine()),
     };
     match result {
         Ok(code) => code,
@@ -190,9 +217,16 @@ fn main() -> ExitCode {
 /// Scores every input; bad inputs are reported on stderr and make the exit code 1, the rest
 /// are still scored and printed.
 fn score(a: ScoreArgs) -> Result<ExitCode> {
-    let engine = a.engine.engine().context("loading the model")?;
     let records: Vec<_> = a.inputs.iter().flat_map(|s| read_source(s, a.input_format)).collect();
     let single = records.len() == 1;
+    if !a.remote.is_empty() {
+        return cli::remote::score(&a.remote, records, |score| match a.format {
+            OutputFormat::Table => println!("{}", cli::table::render(score)),
+            OutputFormat::Json if single => println!("{}", serde_json::to_string_pretty(score).expect("serialisable")),
+            OutputFormat::Json => println!("{}", serde_json::to_string(score).expect("serialisable")),
+        });
+    }
+    let engine = a.engine.engine().context("loading the model")?;
     let mut failed = 0usize;
     let mut pending = Vec::new();
     let flush = |pending: &mut Vec<stance::ArticleInput>, failed: &mut usize| {

@@ -1,5 +1,8 @@
 //! The CLI's pieces: reading inputs, rendering tables, evaluation reports.
 
+pub mod batch;
 pub mod eval;
 pub mod input;
+pub mod remote;
+pub mod serve;
 pub mod table;

@@ -1,0 +1,57 @@
+//! `stance serve`: the gRPC service (see `stance::server`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use stance::pipeline::Engine;
+use stance::server::batcher::BatchConfig;
+use stance::server::{serve, ServerConfig};
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeOpts {
+    /// Address to listen on; port 0 picks a free port. The bound address is printed on stdout
+    /// as `listening on ADDR`.
+    #[arg(long, env = "STANCE_ADDR", default_value = "127.0.0.1:50051")]
+    pub addr: SocketAddr,
+    /// Serve Prometheus metrics on this address (`GET /metrics`); off when not given.
+    #[arg(long, env = "STANCE_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Padded tokens (windows × longest window) per encoder batch.
+    #[arg(long, env = "STANCE_MAX_BATCH_TOKENS", default_value_t = 8192)]
+    pub max_batch_tokens: usize,
+    /// How long a batch waits for more requests once it has one, in milliseconds.
+    #[arg(long, env = "STANCE_MAX_BATCH_WAIT_MS", default_value_t = 5)]
+    pub max_batch_wait_ms: u64,
+    /// Articles waiting for the encoder before new requests get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "STANCE_MAX_QUEUE", default_value_t = 1024)]
+    pub max_queue: usize,
+    /// Dedicated compute threads running the encoder.
+    #[arg(long, env = "STANCE_COMPUTE_THREADS", default_value_t = 1)]
+    pub compute_threads: usize,
+    /// Largest gRPC message received or sent, in bytes.
+    #[arg(long, env = "STANCE_MAX_MESSAGE_BYTES", default_value_t = 16 << 20)]
+    pub max_message_bytes: usize,
+    /// Articles of one ScoreArticles stream scored at once (the rest wait in the stream).
+    #[arg(long, env = "STANCE_MAX_STREAM_INFLIGHT", default_value_t = 64)]
+    pub max_stream_inflight: usize,
+}
+
+pub fn run<F>(o: ServeOpts, load: F) -> Result<()>
+where
+    F: FnOnce() -> Result<Engine> + Send + 'static,
+{
+    let config = ServerConfig {
+        addr: o.addr,
+        metrics_addr: o.metrics_addr,
+        batch: BatchConfig { max_batch_tokens: o.max_batch_tokens, max_batch_wait: Duration::from_millis(o.max_batch_wait_ms) },
+        max_queue: o.max_queue,
+        compute_threads: o.compute_threads,
+        max_message_bytes: o.max_message_bytes,
+        max_stream_inflight: o.max_stream_inflight,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    rt.block_on(serve(config, load))
+}
