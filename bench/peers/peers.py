@@ -242,12 +242,19 @@ def quantize_int8(src: Path, pre: Path, out: Path) -> None:
 
     if not pre.exists():
         log(f"quant_pre_process -> {pre}")
-        tmp = _atomic(pre)
-        try:
-            quant_pre_process(str(src), str(tmp))
-        except Exception as e:  # noqa: BLE001
-            log(f"quant_pre_process failed ({e}); retrying with skip_symbolic_shape=True")
-            quant_pre_process(str(src), str(tmp), skip_symbolic_shape=True)
+        import contextlib
+        import tempfile
+
+        tmp = _atomic(pre).resolve()
+        src = src.resolve()
+        # On failure ORT's symbolic shape inference dumps sym_shape_infer_temp.onnx
+        # (+ a 90 MB external-data file) into the CWD: run it in a scratch dir.
+        with tempfile.TemporaryDirectory(prefix="peers-quant.") as scratch, contextlib.chdir(scratch):
+            try:
+                quant_pre_process(str(src), str(tmp))
+            except Exception as e:  # noqa: BLE001
+                log(f"quant_pre_process failed ({e}); retrying with skip_symbolic_shape=True")
+                quant_pre_process(str(src), str(tmp), skip_symbolic_shape=True)
         os.replace(tmp, pre)
     log(f"quantize_dynamic (per_channel, QInt8 weights) -> {out}")
     tmp = _atomic(out)
