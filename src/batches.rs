@@ -58,6 +58,48 @@ pub fn plan(lengths: &[usize], limits: BatchLimits) -> Vec<Vec<usize>> {
     out
 }
 
+/// Consecutive groups of windows of at most `max_tokens` tokens in all (a longer window goes
+/// alone), for the packed encoder, which computes no padding.
+pub fn pack<'a>(windows: &[&'a WindowInput], max_tokens: usize) -> Vec<Vec<&'a WindowInput>> {
+    let mut out: Vec<Vec<&WindowInput>> = Vec::new();
+    let mut cur = Vec::new();
+    let mut tokens = 0;
+    for &w in windows {
+        if !cur.is_empty() && tokens + w.ids.len() > max_tokens {
+            out.push(std::mem::take(&mut cur));
+            tokens = 0;
+        }
+        tokens += w.ids.len();
+        cur.push(w);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Positions of a target's mention pieces inside a window of `n` tokens, each once, in order
+/// of first appearance.
+pub fn unique_positions(spans: &[Range<usize>], n: usize) -> Vec<usize> {
+    let mut seen = vec![false; n];
+    spans.iter().flat_map(|s| s.clone()).filter(|&p| p < n && !std::mem::replace(&mut seen[p], true)).collect()
+}
+
+/// Mean of the `rows` (indices) of a row-major `[_, h]` matrix.
+pub fn mean_rows(m: &[f32], h: usize, rows: impl IntoIterator<Item = usize>) -> Vec<f32> {
+    let mut acc = vec![0f32; h];
+    let mut count = 0usize;
+    for r in rows {
+        for (a, v) in acc.iter_mut().zip(&m[r * h..(r + 1) * h]) {
+            *a += v;
+        }
+        count += 1;
+    }
+    let inv = 1.0 / count.max(1) as f32;
+    acc.iter_mut().for_each(|a| *a *= inv);
+    acc
+}
+
 /// A padded batch and its pooling matrices.
 pub struct Batch {
     /// `[rows, seq]` u32.
@@ -95,11 +137,8 @@ impl Batch {
             sentence_pool[base..base + n].fill(inv);
             for (t, spans) in w.targets.iter().enumerate() {
                 let mut row = vec![0f32; rows * seq];
-                let positions: Vec<usize> =
-                    spans.iter().flat_map(|s| s.clone()).filter(|&p| p < n).collect::<Vec<_>>();
                 // Overlapping mentions count each piece once.
-                let mut seen = vec![false; n];
-                let unique: Vec<usize> = positions.into_iter().filter(|&p| !std::mem::replace(&mut seen[p], true)).collect();
+                let unique = unique_positions(spans, n);
                 let inv = 1.0 / unique.len().max(1) as f32;
                 for p in unique {
                     row[r * seq + p] = inv;
@@ -139,6 +178,18 @@ mod tests {
             assert!(b.len() == 1 || longest * b.len() <= 100, "{b:?}");
         }
         assert_eq!(plan[0], vec![5], "the longest window goes alone");
+    }
+
+    #[test]
+    fn pack_keeps_order_within_the_budget() {
+        let w = |n: usize| WindowInput { ids: vec![1; n], targets: vec![] };
+        let ws = [w(5), w(4), w(3), w(20), w(2)];
+        let refs: Vec<&WindowInput> = ws.iter().collect();
+        let sizes: Vec<Vec<usize>> =
+            pack(&refs, 10).iter().map(|g| g.iter().map(|x| x.ids.len()).collect()).collect();
+        assert_eq!(sizes, vec![vec![5, 4], vec![3], vec![20], vec![2]]);
+        assert_eq!(unique_positions(&[3..5, 1..4], 4), vec![3, 1, 2]);
+        assert_eq!(mean_rows(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, [0, 2]), vec![3.0, 4.0]);
     }
 
     #[test]

@@ -62,18 +62,31 @@ impl Heads {
         let (rows, seq, h) = hidden.dims3()?;
         let flat = hidden.reshape((rows * seq, h))?;
         let sent = batch.sentence_pool.matmul(&flat)?;
+        let mention = if batch.target_index.is_empty() { None } else { Some(batch.target_pool.matmul(&flat)?) };
+        self.classify(&sent, mention.as_ref(), &batch.target_rows, dropout)
+    }
+
+    /// Applies both heads to pooled vectors: `sentence` `[rows, h]`, `mention` `[targets, h]`
+    /// (`None` when there is no target) and each target's row.
+    pub fn classify(
+        &self,
+        sentence: &Tensor,
+        mention: Option<&Tensor>,
+        target_rows: &Tensor,
+        dropout: Option<&dyn Fn(&Tensor) -> Result<Tensor>>,
+    ) -> Result<BatchLogits> {
         let drop = |x: Tensor| match dropout {
             Some(f) => f(&x),
             None => Ok(x),
         };
-        let sentence = self.sentence.forward(&drop(sent.clone())?)?;
-        let target = if batch.target_index.is_empty() {
-            Tensor::zeros((0, 3), hidden.dtype(), hidden.device())?
-        } else {
-            let mention = batch.target_pool.matmul(&flat)?;
-            let context = sent.index_select(&batch.target_rows, 0)?;
-            self.target.forward(&drop(Tensor::cat(&[mention, context], D::Minus1)?)?)?
+        let logits = self.sentence.forward(&drop(sentence.clone())?)?;
+        let target = match mention {
+            None => Tensor::zeros((0, 3), sentence.dtype(), sentence.device())?,
+            Some(mention) => {
+                let context = sentence.index_select(target_rows, 0)?;
+                self.target.forward(&drop(Tensor::cat(&[mention, &context], D::Minus1)?)?)?
+            }
         };
-        Ok(BatchLogits { sentence, target })
+        Ok(BatchLogits { sentence: logits, target })
     }
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::aggregates;
 use crate::batches::{self, Batch, BatchLimits, WindowInput};
-use crate::encoder::Precision;
+use crate::encoder::{Backend, Encoder, FastEncoder, Precision};
 use crate::error::{EngineError, InputError};
 use crate::mentions::lexicon::{ActorDef, Lexicon};
 use crate::mentions::matcher::ActorMatcher;
@@ -175,13 +175,60 @@ impl Engine {
 
     /// Runs the encoder and heads over windows (of any articles), batched by length.
     pub fn run_windows(&self, windows: &[&WindowInput]) -> candle_core::Result<Vec<WindowScores>> {
+        match &self.model.encoder {
+            Backend::Fast(enc) => self.run_fast(enc, windows),
+            Backend::Reference(enc) => self.run_reference(enc, windows),
+        }
+    }
+
+    /// The serving path: windows packed without padding, in order, up to the token budget.
+    fn run_fast(&self, enc: &FastEncoder, windows: &[&WindowInput]) -> candle_core::Result<Vec<WindowScores>> {
+        let mut out = Vec::with_capacity(windows.len());
+        let device = candle_core::Device::Cpu;
+        let h = enc.hidden_size();
+        for group in batches::pack(windows, self.batch_limits.max_tokens) {
+            let seqs: Vec<&[u32]> = group.iter().map(|w| w.ids.as_slice()).collect();
+            let hidden = enc.forward(&seqs)?;
+            let mut sentence = Vec::with_capacity(group.len() * h);
+            let mut mention = Vec::new();
+            let mut target_rows = Vec::new();
+            let mut index = Vec::new();
+            let mut offset = 0;
+            for (r, w) in group.iter().enumerate() {
+                let n = w.ids.len();
+                let rows = &hidden[offset * h..(offset + n) * h];
+                sentence.extend(batches::mean_rows(rows, h, 0..n));
+                for spans in &w.targets {
+                    mention.extend(batches::mean_rows(rows, h, batches::unique_positions(spans, n)));
+                    target_rows.push(r as u32);
+                    index.push(r);
+                }
+                offset += n;
+            }
+            let sentence = Tensor::from_vec(sentence, (group.len(), h), &device)?;
+            let n_targets = target_rows.len();
+            let mention = if n_targets == 0 { None } else { Some(Tensor::from_vec(mention, (n_targets, h), &device)?) };
+            let target_rows = Tensor::from_vec(target_rows, n_targets, &device)?;
+            let logits = self.model.heads.classify(&sentence, mention.as_ref(), &target_rows, None)?;
+            let mut per_row: Vec<WindowScores> =
+                probs(&logits.sentence)?.into_iter().map(|s| WindowScores { sentence: s, targets: Vec::new() }).collect();
+            for (row, p) in index.into_iter().zip(probs(&logits.target)?) {
+                per_row[row].targets.push(p);
+            }
+            out.extend(per_row);
+        }
+        Ok(out)
+    }
+
+    /// The reference path (candle ops, padded batches grouped by length): training and parity.
+    fn run_reference(&self, enc: &Encoder, windows: &[&WindowInput]) -> candle_core::Result<Vec<WindowScores>> {
         let lengths: Vec<usize> = windows.iter().map(|w| w.ids.len()).collect();
         let mut out: Vec<Option<WindowScores>> = vec![None; windows.len()];
-        let device = self.model.encoder.device();
+        let device = enc.device();
         for group in batches::plan(&lengths, self.batch_limits) {
             let members: Vec<&WindowInput> = group.iter().map(|&i| windows[i]).collect();
             let batch = Batch::build(&members, device)?;
-            let hidden = self.model.encoder.forward(&batch.ids, &batch.mask, Precision::Fused)?;
+            let hidden = enc.forward(&batch.ids, &batch.mask, Precision::Fused)?;
             let logits = self.model.heads.forward(&hidden, &batch, None)?;
             let sentence = probs(&logits.sentence)?;
             let target = probs(&logits.target)?;

@@ -68,3 +68,36 @@ fn encoder_matches_reference_bert() {
         assert!(d < 1e-4, "sentence {row}: padding changed the states by {d}");
     }
 }
+
+#[test]
+fn fast_encoder_matches_the_reference_on_packed_sequences() {
+    use stance::encoder::FastEncoder;
+    let files = base();
+    let dev = Device::Cpu;
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&files.encoder], DType::F32, &dev).unwrap() };
+    let cfg = load_config(&files.config).unwrap();
+    let reference = Encoder::load(vb.clone(), &cfg).unwrap();
+    let fast = FastEncoder::load(vb, &cfg).unwrap();
+    let tok = SentenceTokenizer::from_file(&files.tokenizer, 128).unwrap();
+    let ids: Vec<Vec<u32>> = SENTENCES
+        .iter()
+        .map(|s| {
+            let t = tok.tokenize(s).unwrap();
+            tok.window_ids(&t, 0)
+        })
+        .collect();
+    let seqs: Vec<&[u32]> = ids.iter().map(|v| v.as_slice()).collect();
+    let packed = fast.forward(&seqs).unwrap();
+    let h = cfg.hidden_size;
+    let mut offset = 0;
+    for seq in &ids {
+        let input = Tensor::new(seq.as_slice(), &dev).unwrap().unsqueeze(0).unwrap();
+        let mask = Tensor::ones((1, seq.len()), DType::F32, &dev).unwrap();
+        let expected = reference.forward(&input, &mask, Precision::Fused).unwrap().get(0).unwrap();
+        let got = Tensor::from_slice(&packed[offset * h..(offset + seq.len()) * h], (seq.len(), h), &dev).unwrap();
+        let d = max_abs_diff(&got, &expected);
+        assert!(d < 1e-4, "max abs difference {d}");
+        offset += seq.len();
+    }
+    assert_eq!(offset * h, packed.len());
+}

@@ -5,6 +5,8 @@
 //! because the fused kernels have no backward pass. Both compute the same function (the parity
 //! test in `tests/` holds them, and candle-transformers' `BertModel`, to each other).
 
+pub mod fast;
+
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{Embedding, Linear, VarBuilder};
 use serde::Deserialize;
@@ -57,6 +59,15 @@ impl BertConfig {
         }
         Ok(())
     }
+}
+
+pub use fast::FastEncoder;
+
+/// The encoder a model runs: the packed fast path for serving, or the candle-op encoder whose
+/// weights can be trained (and which serves as the reference).
+pub enum Backend {
+    Fast(FastEncoder),
+    Reference(Encoder),
 }
 
 /// Which kernels the forward pass uses.

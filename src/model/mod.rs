@@ -20,7 +20,7 @@ use candle_nn::VarBuilder;
 pub use hub::ModelSource;
 pub use manifest::Manifest;
 
-use crate::encoder::{BertConfig, Encoder};
+use crate::encoder::{Backend, BertConfig, FastEncoder};
 use crate::heads::Heads;
 use crate::tokens::SentenceTokenizer;
 
@@ -148,15 +148,20 @@ pub fn merged_tensors(files: &ModelFiles, device: &Device) -> Result<HashMap<Str
 /// A loaded model: tokenizer, encoder, heads and the manifest's description.
 pub struct StanceModel {
     pub tokenizer: SentenceTokenizer,
-    pub encoder: Encoder,
+    pub encoder: Backend,
     pub heads: Heads,
     pub manifest: Manifest,
     pub files: ModelFiles,
 }
 
 impl StanceModel {
-    /// Loads a complete model (one with trained heads) on the CPU.
+    /// Loads a complete model (one with trained heads) on the CPU, with the fast encoder.
     pub fn load(files: &ModelFiles) -> Result<Self, ModelError> {
+        Self::load_with(files, true)
+    }
+
+    /// Loads a complete model; `fast: false` keeps the candle-op reference encoder instead.
+    pub fn load_with(files: &ModelFiles, fast: bool) -> Result<Self, ModelError> {
         let device = Device::Cpu;
         let manifest_path = files.manifest.clone().ok_or_else(|| ModelError::MissingFile {
             dir: PathBuf::from(&files.origin),
@@ -180,7 +185,11 @@ impl StanceModel {
             reason: e.to_string(),
         };
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
-        let encoder = Encoder::load(vb.clone(), &config).map_err(|e| invalid("encoder", e))?;
+        let encoder = if fast {
+            Backend::Fast(FastEncoder::load(vb.clone(), &config).map_err(|e| invalid("encoder", e))?)
+        } else {
+            Backend::Reference(crate::encoder::Encoder::load(vb.clone(), &config).map_err(|e| invalid("encoder", e))?)
+        };
         let heads = Heads::load(vb.pp("heads"), &manifest.heads).map_err(|e| invalid("stance heads", e))?;
         Ok(Self { tokenizer, encoder, heads, manifest, files: files.clone() })
     }

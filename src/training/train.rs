@@ -26,7 +26,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
 use crate::batches::{self, Batch, BatchLimits, WindowInput};
-use crate::encoder::{Encoder, Precision};
+use crate::encoder::{Backend, Encoder, Precision};
 use crate::heads::Heads;
 use crate::mentions::lexicon::Lexicon;
 use crate::model::manifest::{HeadsConfig, Manifest, LABELS};
@@ -53,7 +53,8 @@ pub struct TrainConfig {
     pub head_hidden: usize,
     pub max_tokens: usize,
     pub sentence_epochs: usize,
-    /// Use only the first N training sentences (for smoke tests); 0 = all.
+    /// Use only the first N sentences of every data set, dev sets included (smoke tests and
+    /// the reproducibility test); 0 = all.
     pub limit: usize,
 }
 
@@ -145,16 +146,14 @@ pub fn train(base: &ModelFiles, data_dir: &Path, out: &Path, cfg: &TrainConfig, 
         scores: serde_json::Value::Null,
     };
     let tokenizer = SentenceTokenizer::from_file(&base.tokenizer, cfg.max_tokens)?;
-    let stance_model = StanceModel { tokenizer, encoder, heads, manifest: manifest.clone(), files: base.clone() };
+    let stance_model =
+        StanceModel { tokenizer, encoder: Backend::Reference(encoder), heads, manifest: manifest.clone(), files: base.clone() };
     let engine = Engine::new(stance_model, Lexicon::default_actors(), Limits::default())?;
 
     // Data.
-    let mut train_ex = data::newsmtsc(&data.newsmtsc("train"))?;
-    if cfg.limit > 0 {
-        train_ex.truncate(cfg.limit);
-    }
-    let rw_dev = data::newsmtsc(&data.newsmtsc("rw_dev"))?;
-    let mt_dev = data::newsmtsc(&data.newsmtsc("mt_dev"))?;
+    let train_ex = limited(data::newsmtsc(&data.newsmtsc("train"))?, cfg.limit);
+    let rw_dev = limited(data::newsmtsc(&data.newsmtsc("rw_dev"))?, cfg.limit);
+    let mt_dev = limited(data::newsmtsc(&data.newsmtsc("mt_dev"))?, cfg.limit);
     let mut items = windows_with_labels(&engine, &train_ex)?;
     tracing::info!(sentences = train_ex.len(), windows = items.len(), "NewsMTSC train loaded");
 
@@ -269,6 +268,21 @@ pub fn train(base: &ModelFiles, data_dir: &Path, out: &Path, cfg: &TrainConfig, 
     Ok(())
 }
 
+/// The trainable encoder of a model built for training.
+fn reference(model: &StanceModel) -> Result<&Encoder> {
+    match &model.encoder {
+        Backend::Reference(e) => Ok(e),
+        Backend::Fast(_) => bail!("training needs the reference encoder"),
+    }
+}
+
+fn limited(mut v: Vec<Example>, limit: usize) -> Vec<Example> {
+    if limit > 0 {
+        v.truncate(limit);
+    }
+    v
+}
+
 fn rayon_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
@@ -379,8 +393,9 @@ fn cache_prefix(model: &StanceModel, items: &mut [Item], frozen: usize, device: 
         let members: Vec<&WindowInput> = group.iter().map(|&i| &items[i].window).collect();
         let batch = Batch::build(&members, device)?;
         let bias = Encoder::attention_bias(&batch.mask)?;
-        let x = model.encoder.embed(&batch.ids, Precision::Fused)?;
-        let x = model.encoder.layers(&x, &bias, 0..frozen, Precision::Fused)?.detach();
+        let encoder = reference(model)?;
+        let x = encoder.embed(&batch.ids, Precision::Fused)?;
+        let x = encoder.layers(&x, &bias, 0..frozen, Precision::Fused)?.detach();
         for (row, &i) in group.iter().enumerate() {
             let len = items[i].window.ids.len();
             // A fresh compact copy: a view would keep the whole batch alive.
@@ -415,7 +430,8 @@ fn stage1_loss(
     let windows: Vec<&WindowInput> = members.iter().map(|i| &i.window).collect();
     let batch = Batch::build(&windows, device)?;
     let seq = batch.seq;
-    let hidden = model.encoder.config().hidden_size;
+    let encoder = reference(model)?;
+    let hidden = encoder.config().hidden_size;
     let rows = members
         .iter()
         .map(|m| {
@@ -429,7 +445,7 @@ fn stage1_loss(
         .collect::<candle_core::Result<Vec<_>>>()?;
     let x = Tensor::stack(&rows, 0)?;
     let bias = Encoder::attention_bias(&batch.mask)?;
-    let h = model.encoder.layers(&x, &bias, frozen..model.encoder.num_layers(), Precision::Differentiable)?;
+    let h = encoder.layers(&x, &bias, frozen..encoder.num_layers(), Precision::Differentiable)?;
     let logits = model.heads.forward(&h, &batch, Some(dropout))?;
     let labels: Vec<u32> = batch.target_index.iter().map(|&(r, t)| members[r].labels[t]).collect();
     let labels = Tensor::from_vec(labels, batch.target_index.len(), device)?;
@@ -454,7 +470,7 @@ fn sentence_features(engine: &Engine, examples: &[Example], device: &Device) -> 
     for group in batches::plan(&lengths, BatchLimits { max_tokens: 4096, max_rows: 64 }) {
         let members: Vec<&WindowInput> = group.iter().map(|&i| &windows[i]).collect();
         let batch = Batch::build(&members, device)?;
-        let h = model.encoder.forward(&batch.ids, &batch.mask, Precision::Fused)?;
+        let h = reference(model)?.forward(&batch.ids, &batch.mask, Precision::Fused)?;
         let (rows, seq, hid) = h.dims3()?;
         let pooled = batch.sentence_pool.matmul(&h.reshape((rows * seq, hid))?)?.detach();
         for (row, &i) in group.iter().enumerate() {
@@ -474,10 +490,10 @@ fn train_sentence_head(
     drop_rng: &RefCell<ChaCha8Rng>,
 ) -> Result<serde_json::Value> {
     let device = Device::Cpu;
-    let mut train = data::vader(&data.vader_nyt(), Split::Train)?;
-    train.extend(data::vader(&data.vader_tweets(), Split::Train)?);
-    let mut dev = data::vader(&data.vader_nyt(), Split::Dev)?;
-    dev.extend(data::vader(&data.vader_tweets(), Split::Dev)?);
+    let mut train = limited(data::vader(&data.vader_nyt(), Split::Train)?, cfg.limit);
+    train.extend(limited(data::vader(&data.vader_tweets(), Split::Train)?, cfg.limit));
+    let mut dev = limited(data::vader(&data.vader_nyt(), Split::Dev)?, cfg.limit);
+    dev.extend(limited(data::vader(&data.vader_tweets(), Split::Dev)?, cfg.limit));
     let (x, y) = sentence_features(engine, &train, &device)?;
     let y = Tensor::from_vec(y.clone(), y.len(), &device)?;
     // Dev is scored on its windows' vectors; a sentence longer than one window counts once per
