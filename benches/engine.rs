@@ -1,0 +1,366 @@
+//! The project's throughput benchmark (`cargo bench --bench engine -- [options]`).
+//!
+//! Workload: the sentences of the five articles in ../shared/articles (≥ 3 words, first 128
+//! word pieces), as the base-line note measured them, repeated by rounds. It reports, in one
+//! run:
+//! - encoder-only sequences/s at batch 1, 8, 32, 128 (batches in file order) for the fast
+//!   packed encoder and the candle-op reference encoder, and the share of GEMM peak achieved
+//!   (encoder FLOPs counted per sequence length / time / this machine's measured GEMM rate);
+//! - the end-to-end engine (splitting, actor matching, tokenising, encoder, heads,
+//!   aggregation) over the articles, in sentences/s, and p50/p99 latency of one article;
+//! - peak RSS of this process;
+//! - with `--peers`: PyTorch and ONNX Runtime (bench/peers) on the identical sentences file,
+//!   between two rounds of ours, and the ratios ours/theirs.
+//!
+//! Options: `--rounds N` (default 3), `--batches 1,8,32,128`, `--peers`, `--no-reference`,
+//! `--model DIR`, `--articles DIR`, `--json FILE`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use serde_json::{json, Value};
+
+use stance::batches::{Batch, WindowInput};
+use stance::encoder::{Encoder, FastEncoder, Precision};
+use stance::mentions::lexicon::Lexicon;
+use stance::model::{self, ModelFiles, StanceModel};
+use stance::pipeline::{ArticleInput, Engine, Limits};
+use stance::sentences;
+use stance::tokens::SentenceTokenizer;
+
+struct Opts {
+    rounds: usize,
+    batches: Vec<usize>,
+    peers: bool,
+    reference: bool,
+    model: PathBuf,
+    articles: PathBuf,
+    json: Option<PathBuf>,
+}
+
+fn opts() -> Opts {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut o = Opts {
+        rounds: 3,
+        batches: vec![1, 8, 32, 128],
+        peers: false,
+        reference: true,
+        model: root.join(stance::DEFAULT_MODEL_DIR),
+        articles: root.join("../shared/articles"),
+        json: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--rounds" => o.rounds = args.next().and_then(|v| v.parse().ok()).expect("--rounds N"),
+            "--batches" => {
+                o.batches = args.next().expect("--batches 1,8").split(',').map(|b| b.parse().expect("batch size")).collect()
+            }
+            "--peers" => o.peers = true,
+            "--no-reference" => o.reference = false,
+            "--model" => o.model = args.next().expect("--model DIR").into(),
+            "--articles" => o.articles = args.next().expect("--articles DIR").into(),
+            "--json" => o.json = Some(args.next().expect("--json FILE").into()),
+            "--bench" => {}
+            other => panic!("unknown option {other}"),
+        }
+    }
+    o
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Encoder matmul FLOPs for one sequence of `l` tokens (the dense layers plus QKᵀ and PV).
+fn flops(l: usize, h: usize, inter: usize, layers: usize) -> f64 {
+    let (l, h, i) = (l as f64, h as f64, inter as f64);
+    layers as f64 * (2.0 * l * (4.0 * h * h + 2.0 * h * i) + 4.0 * l * l * h)
+}
+
+/// This machine's GEMM rate on the encoder's largest shape, with the same kernels and threads.
+fn gemm_peak() -> f64 {
+    let (m, k, n) = (2048, 384, 1536);
+    let a = vec![0.5f32; m * k];
+    let b = vec![0.25f32; n * k];
+    let mut c = vec![0f32; m * n];
+    let threads = rayon::current_num_threads();
+    let run = |c: &mut Vec<f32>| unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            k as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(threads),
+        )
+    };
+    run(&mut c);
+    let reps = 20;
+    let t = Instant::now();
+    for _ in 0..reps {
+        run(&mut c);
+    }
+    2.0 * (m * n * k) as f64 * reps as f64 / t.elapsed().as_secs_f64()
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.to_string()))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn main() {
+    let o = opts();
+    let files = ModelFiles::from_dir(&o.model).expect("model folder");
+    let mut article_paths: Vec<PathBuf> = match std::fs::read_dir(&o.articles) {
+        Ok(d) => d.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "txt")).collect(),
+        Err(e) => {
+            eprintln!("cannot read {}: {e}; the benchmark's workload is ../shared/articles (or --articles DIR)", o.articles.display());
+            std::process::exit(2);
+        }
+    };
+    article_paths.sort();
+    let articles: Vec<(String, String)> = article_paths
+        .iter()
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read_to_string(p).unwrap()))
+        .collect();
+
+    // Workload: sentences with at least 3 words, newlines flattened, first 128 pieces.
+    let tok = SentenceTokenizer::from_file(&files.tokenizer, 128).unwrap();
+    let mut sentences_txt = Vec::new();
+    for (_, text) in &articles {
+        for s in sentences::split(text) {
+            let flat = text[s.start..s.end].split_whitespace().collect::<Vec<_>>().join(" ");
+            if flat.split(' ').count() >= 3 {
+                sentences_txt.push(flat);
+            }
+        }
+    }
+    let ids: Vec<Vec<u32>> = sentences_txt.iter().map(|s| tok.window_ids(&tok.tokenize(s).unwrap(), 0)).collect();
+    let lens: Vec<usize> = ids.iter().map(|v| v.len()).collect();
+    let out_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let sentences_file = out_dir.join("sentences.txt");
+    std::fs::write(&sentences_file, sentences_txt.join("\n") + "\n").unwrap();
+    let mean_len = lens.iter().sum::<usize>() as f64 / lens.len() as f64;
+    let threads = rayon::current_num_threads();
+    println!(
+        "workload: {} sentences from {} articles, mean {:.1} tokens (max {}), {} threads; sentences in {}",
+        ids.len(),
+        articles.len(),
+        mean_len,
+        lens.iter().max().unwrap(),
+        threads,
+        sentences_file.display()
+    );
+
+    // Encoders.
+    let device = Device::Cpu;
+    let config = model::load_config(&files.config).unwrap();
+    let tensors = model::merged_tensors(&files, &device).unwrap();
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
+    let fast = FastEncoder::load(vb.clone(), &config).unwrap();
+    let reference = if o.reference { Some(Encoder::load(vb, &config).unwrap()) } else { None };
+    let total_flops: f64 =
+        lens.iter().map(|&l| flops(l, config.hidden_size, config.intermediate_size, config.num_hidden_layers)).sum();
+    let peak = gemm_peak();
+    println!("GEMM peak ({} threads, 2048x384x1536): {:.1} GFLOP/s", threads, peak / 1e9);
+
+    let run_fast = |batch: usize| -> (f64, Vec<f64>) {
+        let mut lat = Vec::new();
+        let t = Instant::now();
+        for chunk in ids.chunks(batch) {
+            let seqs: Vec<&[u32]> = chunk.iter().map(|v| v.as_slice()).collect();
+            let c = Instant::now();
+            std::hint::black_box(fast.forward(&seqs).unwrap());
+            lat.push(c.elapsed().as_secs_f64() * 1e3);
+        }
+        (ids.len() as f64 / t.elapsed().as_secs_f64(), lat)
+    };
+    let run_reference = |enc: &Encoder, batch: usize| -> f64 {
+        let t = Instant::now();
+        for chunk in ids.chunks(batch) {
+            let windows: Vec<WindowInput> = chunk.iter().map(|v| WindowInput { ids: v.clone(), targets: vec![] }).collect();
+            let refs: Vec<&WindowInput> = windows.iter().collect();
+            let b = Batch::build(&refs, &device).unwrap();
+            std::hint::black_box(enc.forward(&b.ids, &b.mask, Precision::Fused).unwrap());
+        }
+        ids.len() as f64 / t.elapsed().as_secs_f64()
+    };
+
+    // Warm-up.
+    run_fast(32);
+    let mut fast_rates: Vec<Vec<f64>> = vec![Vec::new(); o.batches.len()];
+    let mut ref_rates: Vec<Vec<f64>> = vec![Vec::new(); o.batches.len()];
+    let mut fast_lat1 = Vec::new();
+    let our_round = |fast_rates: &mut Vec<Vec<f64>>, ref_rates: &mut Vec<Vec<f64>>, fast_lat1: &mut Vec<f64>| {
+        for (bi, &b) in o.batches.iter().enumerate() {
+            let (rate, lat) = run_fast(b);
+            fast_rates[bi].push(rate);
+            if b == 1 {
+                fast_lat1.extend(lat);
+            }
+            if let Some(r) = &reference {
+                ref_rates[bi].push(run_reference(r, b));
+            }
+        }
+    };
+    let mut peers: Option<Value> = None;
+    if o.peers {
+        our_round(&mut fast_rates, &mut ref_rates, &mut fast_lat1);
+        peers = run_peers(&sentences_file, &o, &out_dir);
+        for _ in 1..o.rounds {
+            our_round(&mut fast_rates, &mut ref_rates, &mut fast_lat1);
+        }
+    } else {
+        for _ in 0..o.rounds {
+            our_round(&mut fast_rates, &mut ref_rates, &mut fast_lat1);
+        }
+    }
+
+    // End to end: the whole engine over the articles.
+    let model = StanceModel::load(&files).unwrap();
+    let engine = Engine::new(model, Lexicon::default_actors(), Limits::default()).unwrap();
+    let inputs: Vec<ArticleInput> =
+        articles.iter().map(|(id, text)| ArticleInput { id: id.clone(), text: text.clone(), ..Default::default() }).collect();
+    engine.score_many(inputs.clone());
+    let mut e2e = Vec::new();
+    let mut segments = 0;
+    for _ in 0..o.rounds {
+        let t = Instant::now();
+        let res = engine.score_many(inputs.clone());
+        segments = res.iter().map(|r| r.as_ref().unwrap().sentences.len()).sum::<usize>();
+        e2e.push(segments as f64 / t.elapsed().as_secs_f64());
+    }
+    let mut article_ms = Vec::new();
+    for _ in 0..o.rounds.max(3) {
+        for input in &inputs {
+            let t = Instant::now();
+            engine.score(input.clone()).unwrap();
+            article_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+
+    // Report.
+    println!("\nencoder only, sequences/s (median of {} rounds)", fast_rates[0].len());
+    println!("{:<28} {}", "engine", o.batches.iter().map(|b| format!("{:>10}", format!("batch {b}"))).collect::<String>());
+    let row = |name: &str, v: &[f64]| println!("{:<28} {}", name, v.iter().map(|x| format!("{x:>10.1}")).collect::<String>());
+    let fast_med: Vec<f64> = fast_rates.iter().map(|r| median(r.clone())).collect();
+    row("stance fast (packed)", &fast_med);
+    let ref_med: Vec<f64> = if reference.is_some() { ref_rates.iter().map(|r| median(r.clone())).collect() } else { vec![] };
+    if !ref_med.is_empty() {
+        row("stance reference (candle)", &ref_med);
+    }
+    let mut peer_rows = serde_json::Map::new();
+    if let Some(p) = &peers {
+        for engine in ["torch", "ort-fp32", "ort-int8"] {
+            if let Some(rates) = p["seq_per_s"].get(engine) {
+                let v: Vec<f64> = o.batches.iter().map(|b| rates[b.to_string()].as_f64().unwrap_or(f64::NAN)).collect();
+                row(engine, &v);
+                peer_rows.insert(engine.to_string(), json!(v));
+            }
+        }
+    }
+    let share: Vec<f64> = fast_med.iter().map(|r| r * total_flops / ids.len() as f64 / peak).collect();
+    println!("{:<28} {}", "share of GEMM peak (fast)", share.iter().map(|x| format!("{:>9.0}%", x * 100.0)).collect::<String>());
+    let best_fast = fast_med.iter().cloned().fold(0.0, f64::max);
+    let e2e_med = median(e2e.clone());
+    println!(
+        "\nfast encoder batch-1 latency: p50 {:.2} ms, p99 {:.2} ms",
+        percentile(fast_lat1.clone(), 0.5),
+        percentile(fast_lat1.clone(), 0.99)
+    );
+    println!("end to end (engine over the {} articles, {} segments): {:.1} sentences/s", articles.len(), segments, e2e_med);
+    println!(
+        "one article through the engine: p50 {:.1} ms, p99 {:.1} ms",
+        percentile(article_ms.clone(), 0.5),
+        percentile(article_ms.clone(), 0.99)
+    );
+    let mut ratios = serde_json::Map::new();
+    if let Some(ort) = peer_rows.get("ort-fp32") {
+        let best_ort = ort.as_array().unwrap().iter().filter_map(|v| v.as_f64()).fold(0.0, f64::max);
+        println!(
+            "\nratios: best fast encoder / best ORT fp32 = {:.2}; end to end / best ORT fp32 = {:.2}",
+            best_fast / best_ort,
+            e2e_med / best_ort
+        );
+        ratios.insert("encoder_vs_ort_fp32".into(), json!(best_fast / best_ort));
+        ratios.insert("e2e_vs_ort_fp32".into(), json!(e2e_med / best_ort));
+        if let Some(int8) = peer_rows.get("ort-int8") {
+            let best = int8.as_array().unwrap().iter().filter_map(|v| v.as_f64()).fold(0.0, f64::max);
+            println!("                best fast encoder / best ORT int8 = {:.2}", best_fast / best);
+            ratios.insert("encoder_vs_ort_int8".into(), json!(best_fast / best));
+        }
+    }
+    println!("peak RSS of this process: {:.0} MB", peak_rss_mb());
+    if let Some(path) = &o.json {
+        let report = json!({
+            "workload": {"sentences": ids.len(), "mean_tokens": mean_len, "articles": articles.len()},
+            "threads": threads,
+            "gemm_peak_gflops": peak / 1e9,
+            "batches": o.batches,
+            "fast": fast_med,
+            "reference": ref_med,
+            "peers": peer_rows,
+            "share_of_gemm_peak": share,
+            "e2e_sentences_per_s": e2e_med,
+            "article_latency_ms": {"p50": percentile(article_ms.clone(), 0.5), "p99": percentile(article_ms, 0.99)},
+            "ratios": ratios,
+            "peak_rss_mb": peak_rss_mb(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    }
+}
+
+/// Runs bench/peers/peers.py on the same sentences; `None` (with a message) if it cannot.
+fn run_peers(sentences: &Path, o: &Opts, out_dir: &Path) -> Option<Value> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join("target/peers-venv/bin/python");
+    if !python.is_file() {
+        eprintln!("peers skipped: run `bash bench/peers/setup.sh` first");
+        return None;
+    }
+    let json_path = out_dir.join("peers.json");
+    let batches = o.batches.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(",");
+    let status = Command::new(python)
+        .arg(root.join("bench/peers/peers.py"))
+        .args(["--sentences"])
+        .arg(sentences)
+        .args(["--batches", &batches, "--rounds", &o.rounds.to_string(), "--model-dir"])
+        .arg(&o.model)
+        .arg("--json")
+        .arg(&json_path)
+        .status()
+        .ok()?;
+    if !status.success() {
+        eprintln!("peers failed ({status})");
+        return None;
+    }
+    serde_json::from_str(&std::fs::read_to_string(json_path).ok()?).ok()
+}
