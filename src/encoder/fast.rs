@@ -141,7 +141,7 @@ impl FastEncoder {
 
         // Embeddings + layer norm.
         let mut x = vec![0f32; total * h];
-        x.par_chunks_mut(h).enumerate().for_each(|(row, out)| {
+        let embed = |(row, out): (usize, &mut [f32])| {
             let s = starts.partition_point(|&st| st <= row) - 1;
             let pos = row - starts[s];
             let id = seqs[s][pos] as usize;
@@ -151,7 +151,12 @@ impl FastEncoder {
                 out[i] = w[i] + p[i] + self.token_type0[i];
             }
             (k.layer_norm)(out, &self.emb_norm.gamma, &self.emb_norm.beta, self.eps);
-        });
+        };
+        if x.len() >= PAR_MIN {
+            x.par_chunks_mut(h).enumerate().for_each(embed);
+        } else {
+            x.chunks_mut(h).enumerate().for_each(embed);
+        }
 
         let mut qkv = vec![0f32; total * 3 * h];
         let mut ctx = vec![0f32; total * h];
@@ -163,25 +168,17 @@ impl FastEncoder {
             gemm_acc(&mut qkv, &x, &layer.wqkv, total, 3 * h, h);
             self.attention(&qkv, &mut ctx, &starts, k);
             // x1 = LN(ctx·Woᵀ + bo + x)
-            x1.par_chunks_mut(h).zip(x.par_chunks(h)).for_each(|(o, xi)| {
-                for i in 0..h {
-                    o[i] = xi[i] + layer.bo[i];
-                }
-            });
+            add_rows(&mut x1, &x, &layer.bo);
             gemm_acc(&mut x1, &ctx, &layer.wo, total, h, h);
-            x1.par_chunks_mut(h).for_each(|row| (k.layer_norm)(row, &layer.ln1.gamma, &layer.ln1.beta, self.eps));
+            each_row(&mut x1, h, |row| (k.layer_norm)(row, &layer.ln1.gamma, &layer.ln1.beta, self.eps));
             // inter = GELU(x1·Wiᵀ + bi)
             fill_rows(&mut inter, &layer.bi);
             gemm_acc(&mut inter, &x1, &layer.wi, total, self.inter, h);
-            inter.par_chunks_mut(self.inter * 16).for_each(|c| (k.gelu)(c));
+            each_row(&mut inter, self.inter * 8, |c| (k.gelu)(c));
             // x = LN(inter·Wo2ᵀ + bo2 + x1)
-            x.par_chunks_mut(h).zip(x1.par_chunks(h)).for_each(|(o, xi)| {
-                for i in 0..h {
-                    o[i] = xi[i] + layer.bo2[i];
-                }
-            });
+            add_rows(&mut x, &x1, &layer.bo2);
             gemm_acc(&mut x, &inter, &layer.wo2, total, h, self.inter);
-            x.par_chunks_mut(h).for_each(|row| (k.layer_norm)(row, &layer.ln2.gamma, &layer.ln2.beta, self.eps));
+            each_row(&mut x, h, |row| (k.layer_norm)(row, &layer.ln2.gamma, &layer.ln2.beta, self.eps));
         }
         Ok(x)
     }
@@ -196,29 +193,60 @@ impl FastEncoder {
         let tasks: Vec<(usize, usize)> =
             (0..starts.len() - 1).flat_map(|s| (0..self.heads).map(move |hd| (s, hd))).collect();
         let out = SyncPtr(ctx.as_mut_ptr());
-        tasks.par_iter().for_each_init(Vec::new, |scores: &mut Vec<f32>, &(s, hd)| {
-            let (a, b) = (starts[s], starts[s + 1]);
-            let len = b - a;
-            scores.resize(len, 0.0);
-            let mut acc = vec![0f32; d];
-            for i in a..b {
-                let q = &qkv[i * 3 * h + hd * d..i * 3 * h + hd * d + d];
-                for (j, sc) in (a..b).zip(scores.iter_mut()) {
-                    let kk = &qkv[j * 3 * h + h + hd * d..j * 3 * h + h + hd * d + d];
-                    *sc = (k.dot)(q, kk) * scale;
+        tasks.par_iter().for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(scores, tmp): &mut (Vec<f32>, Vec<f32>), &(s, hd)| {
+                let (a, b) = (starts[s], starts[s + 1]);
+                tmp.resize((b - a) * d, 0.0);
+                scores.resize(b - a, 0.0);
+                (k.attend)(qkv, Head { first: a, len: b - a, head: hd, hidden: h, dim: d, scale }, scores, tmp);
+                for (r, row) in tmp.chunks_exact(d).enumerate() {
+                    // SAFETY: row a+r, columns hd*d..hd*d+d belong to this task alone.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(row.as_ptr(), out.get().add((a + r) * h + hd * d), d);
+                    }
                 }
-                (k.softmax)(scores);
-                acc.iter_mut().for_each(|v| *v = 0.0);
-                for (j, &p) in (a..b).zip(scores.iter()) {
-                    let v = &qkv[j * 3 * h + 2 * h + hd * d..j * 3 * h + 2 * h + hd * d + d];
-                    (k.axpy)(&mut acc, p, v);
-                }
-                // SAFETY: row i, columns hd*d..hd*d+d belong to this task alone.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(acc.as_ptr(), out.get().add(i * h + hd * d), d);
-                }
-            }
-        });
+            },
+        );
+    }
+}
+
+/// Which slice of the fused QKV buffer one attention task reads.
+#[derive(Clone, Copy)]
+pub(crate) struct Head {
+    first: usize,
+    len: usize,
+    head: usize,
+    hidden: usize,
+    dim: usize,
+    scale: f32,
+}
+
+/// Below this many floats, elementwise passes run on the calling thread: waking the pool costs
+/// more than the work.
+const PAR_MIN: usize = 1 << 15;
+
+/// Applies `f` to each `width`-wide row of `buf`.
+fn each_row(buf: &mut [f32], width: usize, f: impl Fn(&mut [f32]) + Sync + Send) {
+    if buf.len() >= PAR_MIN {
+        buf.par_chunks_mut(width).for_each(f);
+    } else {
+        buf.chunks_mut(width).for_each(f);
+    }
+}
+
+/// Writes `src + bias` into `dst`, row by row.
+fn add_rows(dst: &mut [f32], src: &[f32], bias: &[f32]) {
+    let w = bias.len();
+    let f = |(o, x): (&mut [f32], &[f32])| {
+        for i in 0..w {
+            o[i] = x[i] + bias[i];
+        }
+    };
+    if dst.len() >= PAR_MIN {
+        dst.par_chunks_mut(w).zip(src.par_chunks(w)).for_each(f);
+    } else {
+        dst.chunks_mut(w).zip(src.chunks(w)).for_each(f);
     }
 }
 
@@ -234,7 +262,7 @@ impl SyncPtr {
 
 /// Writes `bias` into every row of `dst`.
 fn fill_rows(dst: &mut [f32], bias: &[f32]) {
-    dst.par_chunks_mut(bias.len()).for_each(|row| row.copy_from_slice(bias));
+    each_row(dst, bias.len(), |row| row.copy_from_slice(bias));
 }
 
 /// `dst[m, n] += a[m, k] · w[n, k]ᵀ` (row-major everywhere).
@@ -274,9 +302,7 @@ fn gemm_acc(dst: &mut [f32], a: &[f32], w: &[f32], m: usize, n: usize, k: usize)
 
 /// The elementwise kernels, compiled once per instruction set.
 struct Kernels {
-    dot: fn(&[f32], &[f32]) -> f32,
-    axpy: fn(&mut [f32], f32, &[f32]),
-    softmax: fn(&mut [f32]),
+    attend: fn(&[f32], Head, &mut [f32], &mut [f32]),
     gelu: fn(&mut [f32]),
     layer_norm: fn(&mut [f32], &[f32], &[f32], f32),
 }
@@ -285,16 +311,8 @@ macro_rules! kernel_set {
     ($name:ident, $feat:literal) => {
         mod $name {
             #[target_feature(enable = $feat)]
-            unsafe fn dot_tf(a: &[f32], b: &[f32]) -> f32 {
-                super::generic::dot(a, b)
-            }
-            #[target_feature(enable = $feat)]
-            unsafe fn axpy_tf(y: &mut [f32], a: f32, x: &[f32]) {
-                super::generic::axpy(y, a, x)
-            }
-            #[target_feature(enable = $feat)]
-            unsafe fn softmax_tf(x: &mut [f32]) {
-                super::generic::softmax(x)
+            unsafe fn attend_tf(qkv: &[f32], hd: super::Head, scores: &mut [f32], out: &mut [f32]) {
+                super::generic::attend(qkv, hd, scores, out)
             }
             #[target_feature(enable = $feat)]
             unsafe fn gelu_tf(x: &mut [f32]) {
@@ -305,14 +323,8 @@ macro_rules! kernel_set {
                 super::generic::layer_norm(x, g, b, eps)
             }
             // SAFETY (all): only selected after the features were detected at run time.
-            pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-                unsafe { dot_tf(a, b) }
-            }
-            pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-                unsafe { axpy_tf(y, a, x) }
-            }
-            pub fn softmax(x: &mut [f32]) {
-                unsafe { softmax_tf(x) }
+            pub fn attend(qkv: &[f32], hd: super::Head, scores: &mut [f32], out: &mut [f32]) {
+                unsafe { attend_tf(qkv, hd, scores, out) }
             }
             pub fn gelu(x: &mut [f32]) {
                 unsafe { gelu_tf(x) }
@@ -336,27 +348,21 @@ fn kernels() -> &'static Kernels {
         {
             if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
                 return Kernels {
-                    dot: avx512::dot,
-                    axpy: avx512::axpy,
-                    softmax: avx512::softmax,
+                    attend: avx512::attend,
                     gelu: avx512::gelu,
                     layer_norm: avx512::layer_norm,
                 };
             }
             if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
                 return Kernels {
-                    dot: avx2::dot,
-                    axpy: avx2::axpy,
-                    softmax: avx2::softmax,
+                    attend: avx2::attend,
                     gelu: avx2::gelu,
                     layer_norm: avx2::layer_norm,
                 };
             }
         }
         Kernels {
-            dot: generic::dot,
-            axpy: generic::axpy,
-            softmax: generic::softmax,
+            attend: generic::attend,
             gelu: generic::gelu,
             layer_norm: generic::layer_norm,
         }
@@ -387,6 +393,28 @@ mod generic {
     pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
         for (yi, xi) in y.iter_mut().zip(x) {
             *yi = xi.mul_add(a, *yi);
+        }
+    }
+
+    /// One head of one sequence: `out[i] = softmax(q_i·Kᵀ·scale)·V` for its `len` rows.
+    #[inline(always)]
+    pub fn attend(qkv: &[f32], hd: super::Head, scores: &mut [f32], out: &mut [f32]) {
+        let super::Head { first, len, head, hidden: h, dim: d, scale } = hd;
+        let row = |j: usize, part: usize| {
+            let o = j * 3 * h + part * h + head * d;
+            &qkv[o..o + d]
+        };
+        for i in 0..len {
+            let q = row(first + i, 0);
+            for (j, sc) in scores.iter_mut().enumerate() {
+                *sc = dot(q, row(first + j, 1)) * scale;
+            }
+            softmax(scores);
+            let acc = &mut out[i * d..(i + 1) * d];
+            acc.iter_mut().for_each(|v| *v = 0.0);
+            for (j, &p) in scores.iter().enumerate() {
+                axpy(acc, p, row(first + j, 2));
+            }
         }
     }
 
