@@ -165,7 +165,7 @@ struct TrainArgs {
     max_tokens: usize,
     #[arg(long, default_value_t = 40)]
     sentence_epochs: usize,
-    /// Train on the first N sentences only (smoke tests).
+    /// Use the first N sentences of every data set only, dev sets included (smoke tests).
     #[arg(long, default_value_t = 0)]
     limit: usize,
 }
@@ -183,6 +183,12 @@ struct EvalArgs {
     /// Write the scores into the model folder's manifest.json.
     #[arg(long)]
     record: bool,
+    /// Score with the candle-op reference encoder instead of the fast one (parity checks).
+    #[arg(long)]
+    reference_encoder: bool,
+    /// Write every prediction (set, item, target, gold, predicted) as JSONL to this file.
+    #[arg(long)]
+    predictions: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -201,7 +207,17 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Score(a) => score(a),
         Command::Train(a) => train(a).map(|_| ExitCode::SUCCESS),
-        Command::Eval(a) => cli::eval::run(a.model.files(), &a.data, a.test, a.record).map(|_| ExitCode::SUCCESS),
+        Command::Eval(a) => cli::eval::run(
+            a.model.files(),
+            &cli::eval::EvalOptions {
+                data: a.data,
+                test: a.test,
+                record: a.record,
+                reference_encoder: a.reference_encoder,
+                predictions: a.predictions,
+            },
+        )
+        .map(|_| ExitCode::SUCCESS),
         Command::Serve(a) => cli::serve::run(a.serve, move || a.engine.engine()).map(|_| ExitCode::SUCCESS),
         Command::Batch(a) => cli::batch::run(a.batch, || a.engine.engine()),
     };

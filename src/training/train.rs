@@ -208,8 +208,8 @@ pub fn train(base: &ModelFiles, data_dir: &Path, out: &Path, cfg: &TrainConfig, 
                 );
             }
         }
-        let (rw, _) = evaluate(&engine, &rw_dev)?;
-        let (mt, _) = evaluate(&engine, &mt_dev)?;
+        let (rw, _, _) = evaluate(&engine, &rw_dev)?;
+        let (mt, _, _) = evaluate(&engine, &mt_dev)?;
         let mean = (rw.f1_macro() + mt.f1_macro()) / 2.0;
         tracing::info!(epoch, rw_dev = rw.f1_macro(), mt_dev = mt.f1_macro(), "dev F1-macro");
         history.push(json!({

@@ -1,0 +1,32 @@
+//! The fast serving encoder gives the trained heads the same labels as the reference encoder
+//! on NewsMTSC dev (rw and mt) and VADER dev. Needs ../shared/data; skips visibly without it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn eval(predictions: &Path, reference: bool) -> Vec<serde_json::Value> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stance"));
+    cmd.current_dir(&root).args(["eval", "--test", "false", "--predictions"]).arg(predictions).env_remove("STANCE_MODEL");
+    if reference {
+        cmd.arg("--reference-encoder");
+    }
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::read_to_string(predictions).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn fast_and_reference_encoders_agree_on_dev_labels() {
+    if !PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/newsmtsc/rw_dev.jsonl").is_file() {
+        println!("skipping: ../shared/data not found");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fast = eval(&dir.path().join("fast.jsonl"), false);
+    let reference = eval(&dir.path().join("reference.jsonl"), true);
+    assert_eq!(fast.len(), reference.len());
+    assert!(fast.len() > 1000, "{} predictions", fast.len());
+    let differ: Vec<_> = fast.iter().zip(&reference).filter(|(a, b)| a != b).collect();
+    assert!(differ.is_empty(), "{} of {} labels differ, e.g. {:?}", differ.len(), fast.len(), differ.first());
+}
