@@ -65,12 +65,50 @@ fn run(engine: &Engine, queue: &Queue, config: BatchConfig) {
             rows = r;
             jobs.push(job);
         }
-        compute(engine, jobs, longest * rows);
+        compute(engine, jobs, longest * rows, config.max_batch_tokens);
     }
     tracing::debug!("compute thread stops: queue closed and drained");
 }
 
-fn compute(engine: &Engine, jobs: Vec<Job>, padded_tokens: usize) {
+/// Runs one job larger than a batch in batch-sized pieces, giving up between pieces when its
+/// client has gone or its deadline has passed.
+fn compute_large(engine: &Engine, job: Job, max_tokens: usize) {
+    let longest = job.longest().max(1);
+    let per_piece = (max_tokens / longest).max(1);
+    let mut scores = Vec::with_capacity(job.windows.len());
+    for piece in job.windows.chunks(per_piece) {
+        if !scores.is_empty() {
+            if job.abandoned() {
+                metrics::skipped("cancelled");
+                return;
+            }
+            if job.expired(Instant::now()) {
+                metrics::skipped("deadline");
+                let _ = job.reply.send(Err(JobError::Expired));
+                return;
+            }
+        }
+        let refs: Vec<&WindowInput> = piece.iter().collect();
+        let started = Instant::now();
+        let result = engine.run_windows(&refs);
+        metrics::batch(1, refs.len(), refs.len() * longest, started.elapsed());
+        match result {
+            Ok(s) => scores.extend(s),
+            Err(e) => {
+                tracing::error!(error = %e, "encoder batch failed");
+                let _ = job.reply.send(Err(JobError::Compute(e.to_string())));
+                return;
+            }
+        }
+    }
+    metrics::queue_wait(Instant::now().saturating_duration_since(job.enqueued));
+    let _ = job.reply.send(Ok(scores));
+}
+
+fn compute(engine: &Engine, mut jobs: Vec<Job>, padded_tokens: usize, max_tokens: usize) {
+    if jobs.len() == 1 && padded_tokens > max_tokens {
+        return compute_large(engine, jobs.pop().expect("one job"), max_tokens);
+    }
     let windows: Vec<&WindowInput> = jobs.iter().flat_map(|j| j.windows.iter()).collect();
     let started = Instant::now();
     let result = engine.run_windows(&windows);

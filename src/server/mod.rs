@@ -11,7 +11,10 @@
 //! - the handler then calls [`Engine::finish`] and answers the client.
 //!
 //! Deadlines (`grpc-timeout`) are honoured: a request past its deadline gets
-//! DEADLINE_EXCEEDED, and the compute threads skip work nobody waits for any more.
+//! DEADLINE_EXCEEDED, and the compute threads skip work nobody waits for any more (an article
+//! larger than a batch is abandoned between pieces). One exception: a deadline that passes
+//! while tonic is still receiving the request body is answered CANCELLED by tonic's own
+//! timeout layer, before the handler exists.
 
 pub mod batcher;
 pub mod metrics;
@@ -101,9 +104,12 @@ pub struct StanceService {
     config: Arc<ServerConfig>,
 }
 
-/// The service answers DEADLINE_EXCEEDED this much before the client's deadline, so that it
-/// wins the race with tonic's own `grpc-timeout` layer (which would answer CANCELLED).
-const DEADLINE_MARGIN: Duration = Duration::from_millis(3);
+/// The service answers DEADLINE_EXCEEDED a little before the client's deadline (a twentieth of
+/// the timeout, 3 to 50 ms), so that the answer wins the race with tonic's own `grpc-timeout`
+/// layers (which would answer CANCELLED, on the server and in tonic clients).
+fn deadline_margin(timeout: Duration) -> Duration {
+    (timeout / 20).clamp(Duration::from_millis(3), Duration::from_millis(50))
+}
 
 /// The request's deadline from its `grpc-timeout` header (`<digits><H|M|S|m|u|n>`).
 pub fn deadline_of(metadata: &MetadataMap, now: Instant) -> Option<Instant> {
@@ -122,7 +128,23 @@ pub fn deadline_of(metadata: &MetadataMap, now: Instant) -> Option<Instant> {
         "n" => Duration::from_nanos(n),
         _ => return None,
     };
-    now.checked_add(timeout.saturating_sub(DEADLINE_MARGIN))
+    now.checked_add(timeout.saturating_sub(deadline_margin(timeout)))
+}
+
+/// When a request reached the server, stamped by an interceptor layer. Server layers are called
+/// by tonic's server-side `grpc-timeout` layer before it starts its timer, so a deadline
+/// counted from here always falls before tonic's own (see [`deadline_margin`]); and as tonic
+/// polls the handler before its timer, the handler's DEADLINE_EXCEEDED wins.
+#[derive(Debug, Clone, Copy)]
+struct Arrival(Instant);
+
+fn stamp_arrival(mut req: Request<()>) -> Result<Request<()>, Status> {
+    req.extensions_mut().insert(Arrival(Instant::now()));
+    Ok(req)
+}
+
+fn arrival<T>(req: &Request<T>) -> Instant {
+    req.extensions().get::<Arrival>().map_or_else(Instant::now, |a| a.0)
 }
 
 fn deadline_exceeded() -> Status {
@@ -192,7 +214,7 @@ fn code_of<T>(r: &Result<T, Status>) -> Code {
 #[tonic::async_trait]
 impl pb::stance_server::Stance for StanceService {
     async fn score_article(&self, request: Request<pb::ScoreArticleRequest>) -> Result<Response<pb::ScoreArticleResponse>, Status> {
-        let started = Instant::now();
+        let started = arrival(&request);
         let deadline = deadline_of(request.metadata(), started);
         let result = self.score(request.into_inner().article, deadline).await;
         metrics::request("ScoreArticle", code_of(&result), started.elapsed());
@@ -209,7 +231,7 @@ impl pb::stance_server::Stance for StanceService {
         request: Request<Streaming<pb::ScoreArticleRequest>>,
     ) -> Result<Response<Self::ScoreArticlesStream>, Status> {
         self.core()?;
-        let deadline = deadline_of(request.metadata(), Instant::now());
+        let deadline = deadline_of(request.metadata(), arrival(&request));
         let mut inbound = request.into_inner();
         let inflight = self.config.max_stream_inflight.max(1);
         let (out, rx) = mpsc::channel::<Result<pb::ScoreArticlesResponse, Status>>(inflight);
@@ -394,6 +416,7 @@ where
         s
     });
     tonic::transport::Server::builder()
+        .layer(tonic::service::InterceptorLayer::new(stamp_arrival as fn(Request<()>) -> Result<Request<()>, Status>))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -422,7 +445,7 @@ mod tests {
         let mut md = MetadataMap::new();
         assert_eq!(deadline_of(&md, now), None);
         md.insert("grpc-timeout", "2S".parse().unwrap());
-        assert_eq!(deadline_of(&md, now), Some(now + Duration::from_secs(2) - DEADLINE_MARGIN));
+        assert_eq!(deadline_of(&md, now), Some(now + Duration::from_millis(1950)));
         md.insert("grpc-timeout", "1m".parse().unwrap());
         assert_eq!(deadline_of(&md, now), Some(now));
         md.insert("grpc-timeout", "xS".parse().unwrap());

@@ -1,0 +1,319 @@
+//! The real `stance serve` binary on an ephemeral port: every RPC, health, reflection, the
+//! stream with a bad item, limits, deadlines, concurrency, a full queue and graceful shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{cut, fixture_text, Server};
+use serde_json::Value;
+use stance::mentions::lexicon::ActorDef;
+use stance::pipeline::{ArticleInput, ExplicitMention};
+use stance::scores::ArticleScore;
+use stance::wire::pb;
+use stance::wire::pb::stance_client::StanceClient;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+async fn client(s: &Server) -> StanceClient<Channel> {
+    StanceClient::connect(s.url()).await.expect("connect").max_decoding_message_size(64 << 20)
+}
+
+fn request(a: ArticleInput) -> pb::ScoreArticleRequest {
+    pb::ScoreArticleRequest { article: Some(a.into()), seq: 0 }
+}
+
+fn article(id: &str, text: &str) -> ArticleInput {
+    ArticleInput { id: id.into(), text: text.into(), ..Default::default() }
+}
+
+async fn score(c: &mut StanceClient<Channel>, a: ArticleInput) -> Result<ArticleScore, tonic::Status> {
+    let r = c.score_article(request(a)).await?;
+    Ok(ArticleScore::try_from(r.into_inner().score.expect("a score")).expect("well-formed"))
+}
+
+fn json(s: &ArticleScore) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+/// What `stance score --format json` prints for the fixture, in-process.
+fn in_process_fixture() -> String {
+    let out = common::stance()
+        .args(["score", "--format", "json"])
+        .args(common::model_args())
+        .arg("tests/fixtures/article.txt")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// JSON equality, with floats equal to 1e-5.
+fn assert_close(a: &Value, b: &Value, path: &str) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            assert_eq!(x.keys().collect::<Vec<_>>(), y.keys().collect::<Vec<_>>(), "{path}");
+            for (k, v) in x {
+                assert_close(v, &y[k], &format!("{path}.{k}"));
+            }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{path}");
+            for (i, (v, w)) in x.iter().zip(y).enumerate() {
+                assert_close(v, w, &format!("{path}[{i}]"));
+            }
+        }
+        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!((x - y).abs() <= 1e-5, "{path}: {x} vs {y}");
+        }
+        _ => assert_eq!(a, b, "{path}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpcs_health_reflection_stream_and_concurrency() {
+    let server = Server::start(&[]);
+    server.ready().await;
+    let mut c = client(&server).await;
+    let text = fixture_text();
+
+    // Health: SERVING for the server as a whole and for the service.
+    {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        use tonic_health::pb::health_client::HealthClient;
+        use tonic_health::pb::HealthCheckRequest;
+        let mut h = HealthClient::new(server.channel().await.unwrap());
+        for service in ["", "stance.v1.Stance"] {
+            let r = h.check(HealthCheckRequest { service: service.into() }).await.unwrap();
+            assert_eq!(r.get_ref().status, ServingStatus::Serving as i32, "{service:?}");
+        }
+    }
+
+    // Reflection (v1 and v1alpha): the services are listed and the service's file is served.
+    {
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        let mut r = ServerReflectionClient::new(server.channel().await.unwrap());
+        let reqs = vec![
+            ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) },
+            ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::FileContainingSymbol("stance.v1.Stance".into())),
+            },
+        ];
+        let mut answers = r.server_reflection_info(tokio_stream::iter(reqs)).await.unwrap().into_inner();
+        match answers.next().await.unwrap().unwrap().message_response.unwrap() {
+            MessageResponse::ListServicesResponse(l) => {
+                let names: Vec<String> = l.service.into_iter().map(|s| s.name).collect();
+                for want in ["stance.v1.Stance", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"] {
+                    assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+                }
+            }
+            other => panic!("unexpected reflection answer {other:?}"),
+        }
+        match answers.next().await.unwrap().unwrap().message_response.unwrap() {
+            MessageResponse::FileDescriptorResponse(f) => assert!(!f.file_descriptor_proto.is_empty()),
+            other => panic!("unexpected reflection answer {other:?}"),
+        }
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient as Alpha;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as AlphaReq;
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest as AlphaRequest;
+        let mut a = Alpha::new(server.channel().await.unwrap());
+        let req = AlphaRequest { host: String::new(), message_request: Some(AlphaReq::ListServices(String::new())) };
+        let first = a.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner().next().await;
+        assert!(first.unwrap().is_ok());
+    }
+
+    // ScoreArticle: the same JSON as in-process scoring.
+    let fixture = score(&mut c, article("article.txt", &text)).await.unwrap();
+    assert_eq!(serde_json::to_string_pretty(&fixture).unwrap(), in_process_fixture().trim_end());
+
+    // ListActors and GetModelInfo.
+    let actors = c.list_actors(pb::ListActorsRequest {}).await.unwrap().into_inner().actors;
+    let names: Vec<&str> = actors.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["Russia", "Turkey", "Armenia", "Azerbaijan"]);
+    assert!(actors[0].aliases.iter().any(|a| a == "Kremlin"));
+    let info = c.get_model_info(pb::GetModelInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(info.name, "minilm-l6-stance");
+    assert_eq!(info.labels, ["negative", "neutral", "positive"]);
+    assert!(info.max_tokens > 0);
+    assert!(serde_json::from_str::<Value>(&info.manifest_json).is_ok());
+    assert_eq!(info.limits.unwrap().max_article_bytes, 1 << 20);
+
+    // Request-level actors: none at all, or a definition of our own; explicit mentions.
+    let none = score(&mut c, ArticleInput { actors: Some(vec![]), ..article("n", &text) }).await.unwrap();
+    assert!(none.actors.is_empty() && none.sentences.iter().all(|s| s.actors.is_empty()));
+    assert_eq!(none.sentences.len(), fixture.sentences.len());
+    let def = ActorDef { name: "Yerevan".into(), aliases: vec!["Yerevan".into()], case_sensitive: vec![], exclude: vec![] };
+    let own = score(&mut c, ArticleInput { actors: Some(vec![def]), ..article("o", &text) }).await.unwrap();
+    assert_eq!(own.actors.iter().map(|a| a.actor.as_str()).collect::<Vec<_>>(), ["Yerevan"]);
+    let at = text.find("Kremlin").unwrap();
+    let m = ExplicitMention { start: at, end: at + "Kremlin".len(), actor: "The Kremlin".into() };
+    let explicit = score(&mut c, ArticleInput { mentions: Some(vec![m]), ..article("m", &text) }).await.unwrap();
+    assert_eq!(explicit.actors.len(), 1);
+    assert_eq!(explicit.actors[0].actor, "The Kremlin");
+
+    // Bad input: INVALID_ARGUMENT with the library's message.
+    let bad = ExplicitMention { start: 0, end: text.len() + 5, actor: "Russia".into() };
+    let err = score(&mut c, ArticleInput { mentions: Some(vec![bad]), ..article("b", &text) }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("mention 0") && err.message().contains("beyond the end of the text"), "{}", err.message());
+    let t = "Türkiye said so.";
+    let inside = ExplicitMention { start: 0, end: 2, actor: "Turkey".into() };
+    let err = score(&mut c, ArticleInput { mentions: Some(vec![inside]), ..article("u", t) }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("inside a UTF-8 character"), "{}", err.message());
+    let err = score(&mut c, article("e", "   ")).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "the text is empty; send the article's text"));
+    let bad_def = ActorDef { name: "".into(), aliases: vec!["x".into()], case_sensitive: vec![], exclude: vec![] };
+    let err = score(&mut c, ArticleInput { actors: Some(vec![bad_def]), ..article("d", &text) }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("actor definitions:"), "{}", err.message());
+    let err = c.score_article(pb::ScoreArticleRequest { article: None, seq: 0 }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // The stream: a bad item in the middle fails alone, the others come back, tagged.
+    let items: Vec<pb::ScoreArticleRequest> = (0..5u64)
+        .map(|i| {
+            let body = if i == 2 { String::new() } else { cut(&text, 200 + 80 * i as usize).to_string() };
+            pb::ScoreArticleRequest { article: Some(article(&format!("s{i}"), &body).into()), seq: i }
+        })
+        .collect();
+    let mut out = c.score_articles(tokio_stream::iter(items)).await.unwrap().into_inner();
+    let mut got = std::collections::BTreeMap::new();
+    while let Some(item) = out.next().await {
+        let item = item.expect("the stream goes on");
+        got.insert(item.id.clone(), item);
+    }
+    assert_eq!(got.len(), 5);
+    for (id, item) in &got {
+        match item.result.as_ref().unwrap() {
+            pb::score_articles_response::Result::Error(e) => {
+                assert_eq!(id, "s2");
+                assert_eq!(e.code, Code::InvalidArgument as i32);
+                assert!(e.message.contains("empty"), "{}", e.message);
+            }
+            pb::score_articles_response::Result::Score(s) => {
+                assert_ne!(id, "s2");
+                assert_eq!(&s.id, id);
+                assert_eq!(format!("s{}", item.seq), *id);
+            }
+        }
+    }
+
+    // Deadlines: a tiny timeout, and one shorter than the work, get DEADLINE_EXCEEDED from the
+    // server. A raw HTTP/2 client, because tonic's Channel enforces grpc-timeout locally
+    // (answering CANCELLED itself). 300 ms rather than less: a deadline that passes while tonic
+    // is still receiving the request body is answered CANCELLED by tonic's own timeout layer
+    // before the handler runs (seen with 40 ms on this busy machine).
+    let big = text.repeat(40);
+    let raw = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<tonic::body::Body>();
+    let mut raw = StanceClient::with_origin(raw, server.url().parse().unwrap());
+    for ms in [1, 300] {
+        let mut req = Request::new(request(article("late", &big)));
+        req.set_timeout(Duration::from_millis(ms));
+        let started = std::time::Instant::now();
+        let err = raw.score_article(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::DeadlineExceeded, "{ms} ms: {err:?}");
+        assert!(started.elapsed() < Duration::from_millis(ms + 500), "{ms} ms: answered after {:?}", started.elapsed());
+    }
+    // ... and the server is still fine afterwards.
+    assert_eq!(json(&score(&mut c, article("article.txt", &text)).await.unwrap()), json(&fixture));
+
+    // Concurrency: 8 clients at once get what one client gets alone.
+    let texts: Vec<String> = (0..3).map(|k| cut(&text, 300 + 250 * k).to_string()).collect();
+    let mut alone = Vec::new();
+    for (k, t) in texts.iter().enumerate() {
+        alone.push(json(&score(&mut c, article(&format!("c{k}"), t)).await.unwrap()));
+    }
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (url, texts) = (server.url(), texts.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut c = StanceClient::connect(url).await.unwrap();
+            let mut out = Vec::new();
+            for (k, t) in texts.iter().enumerate() {
+                out.push(json(&score(&mut c, article(&format!("c{k}"), t)).await.unwrap()));
+            }
+            out
+        }));
+    }
+    // The encoder's float sums depend (in the last bits) on which windows share a batch, and
+    // concurrent requests are batched together: numbers agree to 1e-5, everything else exactly.
+    for t in tasks {
+        let got = t.await.unwrap();
+        for (g, a) in got.iter().zip(&alone) {
+            let (g, a): (Value, Value) = (serde_json::from_str(g).unwrap(), serde_json::from_str(a).unwrap());
+            assert_close(&g, &a, "$");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_give_invalid_argument() {
+    let server = Server::start(&["--max-article-bytes", "300", "--max-sentences", "3", "--max-message-bytes", "100000"]);
+    server.ready().await;
+    let mut c = client(&server).await;
+    let text = fixture_text();
+    let err = score(&mut c, article("big", cut(&text, 600))).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("above the limit of 300 bytes"), "{}", err.message());
+    let err = score(&mut c, article("many", "One. Two. Three. Four. Five.")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("5 sentences, above the limit of 3"), "{}", err.message());
+    // Above the message size limit: refused by the transport before any work.
+    let err = score(&mut c, article("huge", &"word ".repeat(40_000))).await.unwrap_err();
+    assert!(matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted), "{err:?}");
+    assert!(score(&mut c, article("ok", cut(&text, 100))).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_gives_resource_exhausted() {
+    let server = Server::start(&["--max-queue", "1", "--max-batch-tokens", "256", "--max-batch-wait-ms", "0"]);
+    server.ready().await;
+    let text = fixture_text();
+    let c = client(&server).await;
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let mut c = c.clone();
+        let a = article(&format!("q{i}"), &text);
+        tasks.push(tokio::spawn(async move { score(&mut c, a).await.map(|_| ()).map_err(|e| e.code()) }));
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.unwrap());
+    }
+    let exhausted = codes.iter().filter(|c| **c == Err(Code::ResourceExhausted)).count();
+    let ok = codes.iter().filter(|c| c.is_ok()).count();
+    assert!(exhausted >= 1, "{codes:?}");
+    assert!(ok >= 1, "{codes:?}");
+    assert_eq!(exhausted + ok, codes.len(), "only OK or RESOURCE_EXHAUSTED: {codes:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_request_in_flight_and_exits_0() {
+    let mut server = Server::start(&[]);
+    server.ready().await;
+    let mut c = client(&server).await;
+    let big = fixture_text().repeat(24);
+    let call = tokio::spawn(async move { score(&mut c, article("long", &big)).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(!call.is_finished(), "the request should still be running when the signal comes");
+    server.signal("TERM");
+    let scored = call.await.unwrap().expect("the request in flight completes");
+    assert_eq!(scored.id, "long");
+    let status = tokio::task::spawn_blocking(move || {
+        let s = server.child.wait().unwrap();
+        (s, server)
+    })
+    .await
+    .unwrap()
+    .0;
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
