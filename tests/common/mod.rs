@@ -47,6 +47,9 @@ impl Server {
     pub fn start(extra: &[&str]) -> Server {
         let mut cmd = stance();
         cmd.args(["serve", "--addr", "127.0.0.1:0"]).args(model_args()).args(extra);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn");
+        }
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
         let mut child = cmd.spawn().expect("start stance serve");
         let stdout = child.stdout.take().unwrap();
