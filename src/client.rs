@@ -89,7 +89,8 @@ impl Remote {
         let mut endpoints = Vec::new();
         for addr in addrs {
             let ep = endpoint(addr, Duration::from_secs(10))?;
-            let channel = ep.connect().await.with_context(|| format!("cannot connect to the stance server at {addr}"))?;
+            let channel =
+                ep.connect().await.with_context(|| format!("cannot connect to the stance server at {addr}"))?;
             wait_serving(addr, channel.clone(), Duration::from_secs(120)).await?;
             endpoints.push((ep, channel));
         }
@@ -123,7 +124,8 @@ impl Remote {
         }
         let inflight = inflight.max(1);
         let n_streams = (2 * self.servers).min(total).max(1);
-        let (res_tx, mut res_rx) = mpsc::channel::<(usize, Result<pb::ScoreArticlesResponse, Status>)>(inflight + n_streams);
+        let (res_tx, mut res_rx) =
+            mpsc::channel::<(usize, Result<pb::ScoreArticlesResponse, Status>)>(inflight + n_streams);
         let mut senders = Vec::with_capacity(n_streams);
         for k in 0..n_streams {
             let (tx, rx) = mpsc::channel::<pb::ScoreArticleRequest>(inflight);
@@ -171,14 +173,24 @@ impl Remote {
                     let id = article.id.clone();
                     let n = senders.len();
                     let Some(k) = (0..n).map(|j| (i + j) % n).find(|&k| !dead[k].load(Ordering::Relaxed)) else {
-                        let failure = Failure { code: Code::Unavailable, message: "every stream to the server(s) has ended".into(), transport: true };
+                        let failure = Failure {
+                            code: Code::Unavailable,
+                            message: "every stream to the server(s) has ended".into(),
+                            transport: true,
+                        };
                         let _ = fail_tx.send((seq, id, failure));
                         continue;
                     };
                     pending.lock().expect("pending lock").insert(seq, (k, article.clone()));
                     let req = pb::ScoreArticleRequest { article: Some(article.into()), seq };
-                    if senders[k].send(req).await.is_err() && pending.lock().expect("pending lock").remove(&seq).is_some() {
-                        let failure = Failure { code: Code::Unavailable, message: "the stream to the server has ended".into(), transport: true };
+                    if senders[k].send(req).await.is_err()
+                        && pending.lock().expect("pending lock").remove(&seq).is_some()
+                    {
+                        let failure = Failure {
+                            code: Code::Unavailable,
+                            message: "the stream to the server has ended".into(),
+                            transport: true,
+                        };
                         let _ = fail_tx.send((seq, id, failure));
                     }
                 }

@@ -168,7 +168,15 @@ async fn remote_mode_matches_in_process() {
         // Same sentences, actors and labels (floats may differ in the last bits with batching).
         let shape = |v: &Value| -> Vec<(Value, Value, Value)> {
             v["sentences"].as_array().map_or_else(Vec::new, |s| {
-                s.iter().map(|s| (s["text"].clone(), s["sentiment"]["label"].clone(), s["actors"].as_array().unwrap().iter().map(|a| a["actor"].clone()).collect())).collect()
+                s.iter()
+                    .map(|s| {
+                        (
+                            s["text"].clone(),
+                            s["sentiment"]["label"].clone(),
+                            s["actors"].as_array().unwrap().iter().map(|a| a["actor"].clone()).collect(),
+                        )
+                    })
+                    .collect()
             })
         };
         assert_eq!(shape(v), shape(&l[id]), "{id}");
@@ -182,7 +190,9 @@ async fn remote_mode_matches_in_process() {
 async fn thousand_records_killed_midway_and_resumed() {
     let shared = common::root().join("../shared/articles");
     let mut files: Vec<_> = match std::fs::read_dir(&shared) {
-        Ok(d) => d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "txt")).collect(),
+        Ok(d) => {
+            d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "txt")).collect()
+        }
         Err(_) => {
             println!("skipping: ../shared/articles not found");
             return;
@@ -196,14 +206,18 @@ async fn thousand_records_killed_midway_and_resumed() {
     let texts: Vec<String> = files.iter().map(|p| cut(&std::fs::read_to_string(p).unwrap(), 300).to_string()).collect();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
-    let body: String = (0..1000).map(|i| json!({"id": format!("doc{i:04}"), "text": texts[i % texts.len()]}).to_string() + "\n").collect();
+    let body: String = (0..1000)
+        .map(|i| json!({"id": format!("doc{i:04}"), "text": texts[i % texts.len()]}).to_string() + "\n")
+        .collect();
     std::fs::write(&input, body).unwrap();
     let out = dir.path().join("out.jsonl");
 
     let server = Server::start(&[]);
     server.ready().await;
-    let args: Vec<String> =
-        [input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--remote", &server.addr].iter().map(|s| s.to_string()).collect();
+    let args: Vec<String> = [input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--remote", &server.addr]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let mut child = batch(&argv(&args), true).stderr(Stdio::null()).spawn().unwrap();
     let started = Instant::now();
     loop {

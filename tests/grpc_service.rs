@@ -99,7 +99,10 @@ async fn rpcs_health_reflection_stream_and_concurrency() {
         use tonic_reflection::pb::v1::ServerReflectionRequest;
         let mut r = ServerReflectionClient::new(server.channel().await.unwrap());
         let reqs = vec![
-            ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) },
+            ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            },
             ServerReflectionRequest {
                 host: String::new(),
                 message_request: Some(MessageRequest::FileContainingSymbol("stance.v1.Stance".into())),
@@ -148,7 +151,8 @@ async fn rpcs_health_reflection_stream_and_concurrency() {
     let none = score(&mut c, ArticleInput { actors: Some(vec![]), ..article("n", &text) }).await.unwrap();
     assert!(none.actors.is_empty() && none.sentences.iter().all(|s| s.actors.is_empty()));
     assert_eq!(none.sentences.len(), fixture.sentences.len());
-    let def = ActorDef { name: "Yerevan".into(), aliases: vec!["Yerevan".into()], case_sensitive: vec![], exclude: vec![] };
+    let def =
+        ActorDef { name: "Yerevan".into(), aliases: vec!["Yerevan".into()], case_sensitive: vec![], exclude: vec![] };
     let own = score(&mut c, ArticleInput { actors: Some(vec![def]), ..article("o", &text) }).await.unwrap();
     assert_eq!(own.actors.iter().map(|a| a.actor.as_str()).collect::<Vec<_>>(), ["Yerevan"]);
     let at = text.find("Kremlin").unwrap();
@@ -161,7 +165,11 @@ async fn rpcs_health_reflection_stream_and_concurrency() {
     let bad = ExplicitMention { start: 0, end: text.len() + 5, actor: "Russia".into() };
     let err = score(&mut c, ArticleInput { mentions: Some(vec![bad]), ..article("b", &text) }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert!(err.message().contains("mention 0") && err.message().contains("beyond the end of the text"), "{}", err.message());
+    assert!(
+        err.message().contains("mention 0") && err.message().contains("beyond the end of the text"),
+        "{}",
+        err.message()
+    );
     let t = "Türkiye said so.";
     let inside = ExplicitMention { start: 0, end: 2, actor: "Turkey".into() };
     let err = score(&mut c, ArticleInput { mentions: Some(vec![inside]), ..article("u", t) }).await.unwrap_err();
@@ -257,7 +265,8 @@ async fn rpcs_health_reflection_stream_and_concurrency() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_give_invalid_argument() {
-    let server = Server::start(&["--max-article-bytes", "300", "--max-sentences", "3", "--max-message-bytes", "100000"]);
+    let server =
+        Server::start(&["--max-article-bytes", "300", "--max-sentences", "3", "--max-message-bytes", "100000"]);
     server.ready().await;
     let mut c = client(&server).await;
     let text = fixture_text();

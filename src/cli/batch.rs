@@ -54,7 +54,9 @@ fn parse_line(name: &str, n: usize, line: &str) -> Item {
     let fallback = format!("{name}:{n}");
     let v: Value = match serde_json::from_str(line) {
         Ok(v) => v,
-        Err(e) => return Item { key: fallback, article: Err(format!("line {n}: malformed JSON: {e}")), duplicate: false },
+        Err(e) => {
+            return Item { key: fallback, article: Err(format!("line {n}: malformed JSON: {e}")), duplicate: false }
+        }
     };
     let id = match v.get("id") {
         _ if !v.is_object() => Err("not a JSON object".to_string()),
@@ -94,7 +96,9 @@ fn read_input(input: &str) -> Result<Vec<Item>> {
             let article = match std::fs::read(&p) {
                 Err(e) => Err(format!("cannot read {}: {e}", p.display())),
                 Ok(b) => match String::from_utf8(b) {
-                    Err(e) => Err(format!("not valid UTF-8 (first bad byte at offset {})", e.utf8_error().valid_up_to())),
+                    Err(e) => {
+                        Err(format!("not valid UTF-8 (first bad byte at offset {})", e.utf8_error().valid_up_to()))
+                    }
                     Ok(text) => Ok(ArticleInput { id: key.clone(), text, ..Default::default() }),
                 },
             };
@@ -105,7 +109,8 @@ fn read_input(input: &str) -> Result<Vec<Item>> {
         }
     } else {
         let text = std::fs::read_to_string(input).with_context(|| format!("reading {input} (expected UTF-8 JSONL)"))?;
-        let name = Path::new(input).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| input.to_string());
+        let name =
+            Path::new(input).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| input.to_string());
         for (i, line) in text.lines().enumerate() {
             if !line.trim().is_empty() {
                 items.push(parse_line(&name, i + 1, line));
@@ -117,7 +122,8 @@ fn read_input(input: &str) -> Result<Vec<Item>> {
     for item in &mut items {
         if !seen.insert(item.key.clone()) {
             item.duplicate = true;
-            item.article = Err(format!("duplicate id {:?}: an earlier record has this id; only the first is scored", item.key));
+            item.article =
+                Err(format!("duplicate id {:?}: an earlier record has this id; only the first is scored", item.key));
         }
     }
     Ok(items)
@@ -198,7 +204,11 @@ impl Output {
 
     fn error(&mut self, id: &str, error: &str, duplicate: bool) -> Result<()> {
         self.errors += 1;
-        let v = if duplicate { json!({"id": id, "error": error, "duplicate": true}) } else { json!({"id": id, "error": error}) };
+        let v = if duplicate {
+            json!({"id": id, "error": error, "duplicate": true})
+        } else {
+            json!({"id": id, "error": error})
+        };
         self.line(v.to_string())
     }
 }
@@ -231,8 +241,10 @@ where
     let bar = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(todo.len() as u64);
         bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} articles  {per_sec}  ETA {eta}")
-                .expect("valid template"),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} articles  {per_sec}  ETA {eta}",
+            )
+            .expect("valid template"),
         );
         bar
     } else {
@@ -269,11 +281,13 @@ where
             }
         }
     } else {
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+        let rt =
+            tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
         rt.block_on(async {
             let remote = Remote::connect(&o.remote, 64 << 20).await?;
             let keys: Vec<String> = work.iter().map(|(k, _)| k.clone()).collect();
-            let items: Vec<(u64, ArticleInput)> = work.into_iter().enumerate().map(|(i, (_, a))| (i as u64, a)).collect();
+            let items: Vec<(u64, ArticleInput)> =
+                work.into_iter().enumerate().map(|(i, (_, a))| (i as u64, a)).collect();
             remote
                 .score_all(items, o.inflight, |seq, _id, res| {
                     let key = &keys[seq as usize];

@@ -46,7 +46,10 @@ where
     let config = ServerConfig {
         addr: o.addr,
         metrics_addr: o.metrics_addr,
-        batch: BatchConfig { max_batch_tokens: o.max_batch_tokens, max_batch_wait: Duration::from_millis(o.max_batch_wait_ms) },
+        batch: BatchConfig {
+            max_batch_tokens: o.max_batch_tokens,
+            max_batch_wait: Duration::from_millis(o.max_batch_wait_ms),
+        },
         max_queue: o.max_queue,
         compute_threads: o.compute_threads,
         max_message_bytes: o.max_message_bytes,

@@ -26,7 +26,12 @@ pub struct BatchConfig {
 }
 
 /// Starts one compute thread.
-pub fn spawn(index: usize, engine: Arc<Engine>, queue: Arc<Queue>, config: BatchConfig) -> std::io::Result<JoinHandle<()>> {
+pub fn spawn(
+    index: usize,
+    engine: Arc<Engine>,
+    queue: Arc<Queue>,
+    config: BatchConfig,
+) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name(format!("stance-compute-{index}")).spawn(move || run(&engine, &queue, config))
 }
 

@@ -17,9 +17,15 @@ pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
         .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()), &latency)?
         .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Full("stance_batch_articles".into()), &counts)?
         .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Full("stance_batch_windows".into()), &counts)?
-        .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Full("stance_batch_padded_tokens".into()), &tokens)?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("stance_batch_padded_tokens".into()),
+            &tokens,
+        )?
         .install()?;
-    metrics::describe_counter!("stance_requests_total", "Requests (stream items count one each) by RPC and gRPC status code");
+    metrics::describe_counter!(
+        "stance_requests_total",
+        "Requests (stream items count one each) by RPC and gRPC status code"
+    );
     metrics::describe_histogram!("stance_request_duration_seconds", "Request latency by RPC");
     metrics::describe_gauge!("stance_queue_depth", "Articles waiting for a compute thread");
     metrics::describe_histogram!("stance_batch_articles", "Articles per encoder batch");

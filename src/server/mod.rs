@@ -153,7 +153,9 @@ fn deadline_exceeded() -> Status {
 
 impl StanceService {
     fn core(&self) -> Result<&Core, Status> {
-        self.core.get().ok_or_else(|| Status::unavailable("the model is still loading; retry shortly (health: NOT_SERVING)"))
+        self.core
+            .get()
+            .ok_or_else(|| Status::unavailable("the model is still loading; retry shortly (health: NOT_SERVING)"))
     }
 
     /// Scores one article through prepare → queue → compute thread → finish.
@@ -175,13 +177,12 @@ impl StanceService {
                 )),
                 PushError::Closed => Status::unavailable("the server is shutting down"),
             })?;
-            let scores = rx
-                .await
-                .map_err(|_| Status::internal("the compute thread dropped the request"))?
-                .map_err(|e| match e {
+            let scores = rx.await.map_err(|_| Status::internal("the compute thread dropped the request"))?.map_err(
+                |e| match e {
                     JobError::Expired => deadline_exceeded(),
                     JobError::Compute(m) => Status::internal(format!("model computation failed: {m}")),
-                })?;
+                },
+            )?;
             let engine = core.engine.clone();
             let score = tokio::task::spawn_blocking(move || engine.finish(prepared, scores))
                 .await
@@ -202,7 +203,10 @@ type ItemStream = Pin<Box<dyn Stream<Item = Result<pb::ScoreArticlesResponse, St
 fn item(id: String, seq: u64, result: Result<ArticleScore, Status>) -> pb::ScoreArticlesResponse {
     let result = match result {
         Ok(s) => pb::score_articles_response::Result::Score(s.into()),
-        Err(st) => pb::score_articles_response::Result::Error(pb::ItemError { code: st.code() as i32, message: st.message().to_string() }),
+        Err(st) => pb::score_articles_response::Result::Error(pb::ItemError {
+            code: st.code() as i32,
+            message: st.message().to_string(),
+        }),
     };
     pb::ScoreArticlesResponse { id, seq, result: Some(result) }
 }
@@ -213,7 +217,10 @@ fn code_of<T>(r: &Result<T, Status>) -> Code {
 
 #[tonic::async_trait]
 impl pb::stance_server::Stance for StanceService {
-    async fn score_article(&self, request: Request<pb::ScoreArticleRequest>) -> Result<Response<pb::ScoreArticleResponse>, Status> {
+    async fn score_article(
+        &self,
+        request: Request<pb::ScoreArticleRequest>,
+    ) -> Result<Response<pb::ScoreArticleResponse>, Status> {
         let started = arrival(&request);
         let deadline = deadline_of(request.metadata(), started);
         let result = self.score(request.into_inner().article, deadline).await;
@@ -279,7 +286,10 @@ impl pb::stance_server::Stance for StanceService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn list_actors(&self, _request: Request<pb::ListActorsRequest>) -> Result<Response<pb::ListActorsResponse>, Status> {
+    async fn list_actors(
+        &self,
+        _request: Request<pb::ListActorsRequest>,
+    ) -> Result<Response<pb::ListActorsResponse>, Status> {
         let started = Instant::now();
         let result = self.core().map(|core| pb::ListActorsResponse {
             actors: core.engine.lexicon().actors.iter().cloned().map(Into::into).collect(),
@@ -288,7 +298,10 @@ impl pb::stance_server::Stance for StanceService {
         result.map(Response::new)
     }
 
-    async fn get_model_info(&self, _request: Request<pb::GetModelInfoRequest>) -> Result<Response<pb::ModelInfo>, Status> {
+    async fn get_model_info(
+        &self,
+        _request: Request<pb::GetModelInfoRequest>,
+    ) -> Result<Response<pb::ModelInfo>, Status> {
         let started = Instant::now();
         let result = self.core().map(|core| {
             let model = core.engine.model();
@@ -348,7 +361,8 @@ where
     F: FnOnce() -> anyhow::Result<Engine> + Send + 'static,
 {
     let signal = shutdown_signal()?;
-    let listener = tokio::net::TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
+    let listener =
+        tokio::net::TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
     let local = listener.local_addr()?;
     {
         use std::io::Write;

@@ -70,7 +70,11 @@ pub struct Queue {
 
 impl Queue {
     pub fn new(capacity: usize) -> Self {
-        Self { inner: Mutex::new(Inner { jobs: VecDeque::new(), closed: false }), ready: Condvar::new(), capacity: capacity.max(1) }
+        Self {
+            inner: Mutex::new(Inner { jobs: VecDeque::new(), closed: false }),
+            ready: Condvar::new(),
+            capacity: capacity.max(1),
+        }
     }
 
     pub fn capacity(&self) -> usize {

@@ -29,7 +29,14 @@ pub fn model_args() -> Vec<String> {
 pub fn stance() -> Command {
     let mut cmd = Command::new(bin());
     cmd.current_dir(root());
-    for v in ["STANCE_MODEL", "STANCE_ACTORS", "STANCE_ADDR", "STANCE_MAX_QUEUE", "STANCE_MAX_ARTICLE_BYTES", "STANCE_METRICS_ADDR"] {
+    for v in [
+        "STANCE_MODEL",
+        "STANCE_ACTORS",
+        "STANCE_ADDR",
+        "STANCE_MAX_QUEUE",
+        "STANCE_MAX_ARTICLE_BYTES",
+        "STANCE_METRICS_ADDR",
+    ] {
         cmd.env_remove(v);
     }
     cmd
@@ -55,7 +62,11 @@ impl Server {
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("read the first stdout line");
-        let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_string();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
         Server { child, addr }
     }
 
