@@ -41,6 +41,8 @@ pub struct SpanInput {
 /// One article to score.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ArticleInput {
+    /// Optional in JSONL input (the CLI names a record without one `FILE:LINE`).
+    #[serde(default)]
     pub id: String,
     pub text: String,
     /// Mentions to score instead of those the lexicon finds.
