@@ -140,8 +140,11 @@ fn directory_of_text_files() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_mode_matches_in_process() {
-    let server = Server::start(&[]);
+    // Two servers: the job spreads its streams over both (tonic's balanced channel).
+    let (server, second) = (Server::start(&[]), Server::start(&[]));
     server.ready().await;
+    second.ready().await;
+    let addrs = format!("{},{}", server.addr, second.addr);
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
     let mut recs = records();
@@ -149,7 +152,7 @@ async fn remote_mode_matches_in_process() {
     std::fs::write(&input, recs.join("\n") + "\n").unwrap();
     let (remote, local) = (dir.path().join("remote.jsonl"), dir.path().join("local.jsonl"));
     let o = tokio::task::spawn_blocking({
-        let (input, remote, addr) = (input.clone(), remote.clone(), server.addr.clone());
+        let (input, remote, addr) = (input.clone(), remote.clone(), addrs.clone());
         move || run(&[input.to_str().unwrap(), "-o", remote.to_str().unwrap(), "--remote", &addr], true)
     })
     .await
