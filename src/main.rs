@@ -234,7 +234,14 @@ fn main() -> ExitCode {
 /// are still scored and printed.
 fn score(a: ScoreArgs) -> Result<ExitCode> {
     let records: Vec<_> = a.inputs.iter().flat_map(|s| read_source(s, a.input_format)).collect();
-    let single = records.len() == 1;
+    // One plain-text article prints pretty JSON; JSONL input and several inputs print one line
+    // per article, so the output is JSONL whenever the input is.
+    let jsonl_input = a.inputs.iter().any(|s| match a.input_format {
+        InputFormat::Jsonl => true,
+        InputFormat::Text => false,
+        InputFormat::Auto => s.ends_with(".jsonl"),
+    });
+    let single = records.len() == 1 && !jsonl_input;
     if !a.remote.is_empty() {
         return cli::remote::score(&a.remote, records, |score| match a.format {
             OutputFormat::Table => println!("{}", cli::table::render(score)),
