@@ -77,6 +77,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
     v.sort_by(|a, b| a.total_cmp(b));
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
@@ -258,6 +261,32 @@ fn main() {
         segments = res.iter().map(|r| r.as_ref().unwrap().sentences.len()).sum::<usize>();
         e2e.push(segments as f64 / t.elapsed().as_secs_f64());
     }
+    // Where the end-to-end time goes, stage by stage.
+    let t = Instant::now();
+    let prepared: Vec<_> = inputs.iter().map(|i| engine.prepare(i.clone()).unwrap()).collect();
+    let prepare_s = t.elapsed().as_secs_f64();
+    let (scores, run_s, n_windows, window_tokens) = {
+        let windows: Vec<&WindowInput> = prepared.iter().flat_map(|p| p.windows.iter()).collect();
+        let tokens: usize = windows.iter().map(|w| w.ids.len()).sum();
+        let t = Instant::now();
+        let scores = engine.run_windows(&windows).unwrap();
+        (scores, t.elapsed().as_secs_f64(), windows.len(), tokens)
+    };
+    let t = Instant::now();
+    let mut scores = scores.into_iter();
+    for p in prepared {
+        let n = p.windows.len();
+        std::hint::black_box(engine.finish(p, scores.by_ref().take(n).collect()));
+    }
+    let finish_s = t.elapsed().as_secs_f64();
+    println!(
+        "engine stages: prepare {:.1} ms, encoder+heads {:.1} ms ({} windows, {} tokens), finish {:.1} ms",
+        prepare_s * 1e3,
+        run_s * 1e3,
+        n_windows,
+        window_tokens,
+        finish_s * 1e3
+    );
     let mut article_ms = Vec::new();
     for _ in 0..o.rounds.max(3) {
         for input in &inputs {
