@@ -12,7 +12,8 @@
 //! - with `--peers`: PyTorch and ONNX Runtime (bench/peers) on the identical sentences file,
 //!   between two rounds of ours, and the ratios ours/theirs.
 //!
-//! Options: `--rounds N` (default 3), `--batches 1,8,32,128`, `--peers`, `--no-reference`,
+//! Options: `--rounds N` (default 3), `--batches 1,8,32,128`, `--peers`, `--reference` (also
+//! time the candle-op encoder; it runs in the same process and slows what follows it),
 //! `--model DIR`, `--articles DIR`, `--json FILE`.
 
 use std::path::{Path, PathBuf};
@@ -47,7 +48,7 @@ fn opts() -> Opts {
         rounds: 3,
         batches: vec![1, 8, 32, 128],
         peers: false,
-        reference: true,
+        reference: false,
         model: root.join(stance::DEFAULT_MODEL_DIR),
         articles: root.join("../shared/articles"),
         json: None,
@@ -60,7 +61,7 @@ fn opts() -> Opts {
                 o.batches = args.next().expect("--batches 1,8").split(',').map(|b| b.parse().expect("batch size")).collect()
             }
             "--peers" => o.peers = true,
-            "--no-reference" => o.reference = false,
+            "--reference" => o.reference = true,
             "--model" => o.model = args.next().expect("--model DIR").into(),
             "--articles" => o.articles = args.next().expect("--articles DIR").into(),
             "--json" => o.json = Some(args.next().expect("--json FILE").into()),

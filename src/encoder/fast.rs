@@ -184,42 +184,72 @@ impl FastEncoder {
     }
 
     /// Scaled dot-product attention per sequence and head, reading Q/K/V from the fused
-    /// `[tokens, 3h]` buffer and writing `[tokens, h]`.
+    /// `[tokens, 3h]` buffer and writing `[tokens, h]`. Per task, two small GEMMs read Q, K
+    /// and V in place through strides (`S = scale·Q·Kᵀ`, `ctx = softmax(S)·V`) and the second
+    /// writes straight into the task's columns of `ctx`.
     fn attention(&self, qkv: &[f32], ctx: &mut [f32], starts: &[usize], k: &Kernels) {
         let h = self.hidden;
         let d = h / self.heads;
         let scale = 1.0 / (d as f32).sqrt();
-        // One task per (sequence, head); each writes its own columns of its own rows.
         let tasks: Vec<(usize, usize)> =
             (0..starts.len() - 1).flat_map(|s| (0..self.heads).map(move |hd| (s, hd))).collect();
         let out = SyncPtr(ctx.as_mut_ptr());
-        tasks.par_iter().for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(scores, tmp): &mut (Vec<f32>, Vec<f32>), &(s, hd)| {
-                let (a, b) = (starts[s], starts[s + 1]);
-                tmp.resize((b - a) * d, 0.0);
-                scores.resize(b - a, 0.0);
-                (k.attend)(qkv, Head { first: a, len: b - a, head: hd, hidden: h, dim: d, scale }, scores, tmp);
-                for (r, row) in tmp.chunks_exact(d).enumerate() {
-                    // SAFETY: row a+r, columns hd*d..hd*d+d belong to this task alone.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(row.as_ptr(), out.get().add((a + r) * h + hd * d), d);
-                    }
-                }
-            },
-        );
+        let row = 3 * h as isize;
+        tasks.par_iter().for_each_init(Vec::new, |scores: &mut Vec<f32>, &(s, hd)| {
+            let (a, b) = (starts[s], starts[s + 1]);
+            let len = b - a;
+            scores.resize(len * len, 0.0);
+            let q = qkv[a * 3 * h + hd * d..].as_ptr();
+            // SAFETY: every pointer and stride stays inside `qkv` (rows a..b, this head's
+            // columns) or `scores` (len×len); the output rows a..b, columns hd*d..hd*d+d of
+            // `ctx` belong to this task alone.
+            unsafe {
+                gemm::gemm(
+                    len,
+                    len,
+                    d,
+                    scores.as_mut_ptr(),
+                    1,
+                    len as isize,
+                    false,
+                    q,
+                    1,
+                    row,
+                    q.add(h),
+                    row,
+                    1,
+                    0.0,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+                (k.softmax_rows)(scores, len);
+                gemm::gemm(
+                    len,
+                    d,
+                    len,
+                    out.get().add(a * h + hd * d),
+                    1,
+                    h as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    len as isize,
+                    q.add(2 * h),
+                    1,
+                    row,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        });
     }
-}
-
-/// Which slice of the fused QKV buffer one attention task reads.
-#[derive(Clone, Copy)]
-pub(crate) struct Head {
-    first: usize,
-    len: usize,
-    head: usize,
-    hidden: usize,
-    dim: usize,
-    scale: f32,
 }
 
 /// Below this many floats, elementwise passes run on the calling thread: waking the pool costs
@@ -302,7 +332,7 @@ fn gemm_acc(dst: &mut [f32], a: &[f32], w: &[f32], m: usize, n: usize, k: usize)
 
 /// The elementwise kernels, compiled once per instruction set.
 struct Kernels {
-    attend: fn(&[f32], Head, &mut [f32], &mut [f32]),
+    softmax_rows: fn(&mut [f32], usize),
     gelu: fn(&mut [f32]),
     layer_norm: fn(&mut [f32], &[f32], &[f32], f32),
 }
@@ -311,8 +341,8 @@ macro_rules! kernel_set {
     ($name:ident, $feat:literal) => {
         mod $name {
             #[target_feature(enable = $feat)]
-            unsafe fn attend_tf(qkv: &[f32], hd: super::Head, scores: &mut [f32], out: &mut [f32]) {
-                super::generic::attend(qkv, hd, scores, out)
+            unsafe fn softmax_rows_tf(x: &mut [f32], width: usize) {
+                super::generic::softmax_rows(x, width)
             }
             #[target_feature(enable = $feat)]
             unsafe fn gelu_tf(x: &mut [f32]) {
@@ -323,8 +353,8 @@ macro_rules! kernel_set {
                 super::generic::layer_norm(x, g, b, eps)
             }
             // SAFETY (all): only selected after the features were detected at run time.
-            pub fn attend(qkv: &[f32], hd: super::Head, scores: &mut [f32], out: &mut [f32]) {
-                unsafe { attend_tf(qkv, hd, scores, out) }
+            pub fn softmax_rows(x: &mut [f32], width: usize) {
+                unsafe { softmax_rows_tf(x, width) }
             }
             pub fn gelu(x: &mut [f32]) {
                 unsafe { gelu_tf(x) }
@@ -348,21 +378,21 @@ fn kernels() -> &'static Kernels {
         {
             if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
                 return Kernels {
-                    attend: avx512::attend,
+                    softmax_rows: avx512::softmax_rows,
                     gelu: avx512::gelu,
                     layer_norm: avx512::layer_norm,
                 };
             }
             if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
                 return Kernels {
-                    attend: avx2::attend,
+                    softmax_rows: avx2::softmax_rows,
                     gelu: avx2::gelu,
                     layer_norm: avx2::layer_norm,
                 };
             }
         }
         Kernels {
-            attend: generic::attend,
+            softmax_rows: generic::softmax_rows,
             gelu: generic::gelu,
             layer_norm: generic::layer_norm,
         }
@@ -371,62 +401,18 @@ fn kernels() -> &'static Kernels {
 
 /// Plain loops written so that the compiler vectorises them (fixed-width lanes, no calls).
 mod generic {
-    const LANES: usize = 16;
-
-    #[inline(always)]
-    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-        let mut acc = [0f32; LANES];
-        let chunks = a.len() / LANES * LANES;
-        for (x, y) in a[..chunks].chunks_exact(LANES).zip(b[..chunks].chunks_exact(LANES)) {
-            for l in 0..LANES {
-                acc[l] = x[l].mul_add(y[l], acc[l]);
-            }
-        }
-        let mut s: f32 = acc.iter().sum();
-        for i in chunks..a.len() {
-            s += a[i] * b[i];
-        }
-        s
-    }
-
-    #[inline(always)]
-    pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-        for (yi, xi) in y.iter_mut().zip(x) {
-            *yi = xi.mul_add(a, *yi);
-        }
-    }
-
-    /// One head of one sequence: `out[i] = softmax(q_i·Kᵀ·scale)·V` for its `len` rows.
-    #[inline(always)]
-    pub fn attend(qkv: &[f32], hd: super::Head, scores: &mut [f32], out: &mut [f32]) {
-        let super::Head { first, len, head, hidden: h, dim: d, scale } = hd;
-        let row = |j: usize, part: usize| {
-            let o = j * 3 * h + part * h + head * d;
-            &qkv[o..o + d]
-        };
-        for i in 0..len {
-            let q = row(first + i, 0);
-            for (j, sc) in scores.iter_mut().enumerate() {
-                *sc = dot(q, row(first + j, 1)) * scale;
-            }
-            softmax(scores);
-            let acc = &mut out[i * d..(i + 1) * d];
-            acc.iter_mut().for_each(|v| *v = 0.0);
-            for (j, &p) in scores.iter().enumerate() {
-                axpy(acc, p, row(first + j, 2));
-            }
-        }
-    }
-
     /// exp(x) for x ≤ 1 (softmax arguments after max subtraction, erfc's exponent):
     /// Cephes-style range reduction and a degree-6 polynomial; relative error below 2e-7;
     /// arguments below −87 give about 1.6e-38 instead of underflowing.
     #[inline(always)]
     fn exp_neg(x: f32) -> f32 {
         let x = x.max(-87.0);
-        // Round to nearest with the 1.5·2²³ trick: plain adds, so the loop stays vectorised.
+        // Round to nearest with the 1.5·2²³ trick: plain adds, and the integer n is read from
+        // the same bits, so no float-to-int conversion breaks vectorisation.
         const MAGIC: f32 = 12_582_912.0;
-        let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+        let t = x * std::f32::consts::LOG2_E + MAGIC;
+        let n = t - MAGIC;
+        let ni = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
         let r = n.mul_add(-0.693_145_75, x);
         let r = n.mul_add(-1.428_606_8e-6, r);
         let p = 1.987_569_2e-4f32;
@@ -436,7 +422,7 @@ mod generic {
         let p = p.mul_add(r, 0.166_666_65);
         let p = p.mul_add(r, 0.5);
         let p = p.mul_add(r * r, r) + 1.0;
-        f32::from_bits(p.to_bits().wrapping_add(((n as i32) << 23) as u32))
+        f32::from_bits(p.to_bits().wrapping_add((ni << 23) as u32))
     }
 
     #[inline(always)]
@@ -450,6 +436,13 @@ mod generic {
         let inv = 1.0 / sum;
         for v in x.iter_mut() {
             *v *= inv;
+        }
+    }
+
+    #[inline(always)]
+    pub fn softmax_rows(x: &mut [f32], width: usize) {
+        for row in x.chunks_exact_mut(width) {
+            softmax(row);
         }
     }
 
