@@ -18,6 +18,7 @@ use candle_core::Result;
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
+use super::sgemm::{self, PackedWeight};
 use super::BertConfig;
 
 struct Norm {
@@ -25,19 +26,43 @@ struct Norm {
     beta: Vec<f32>,
 }
 
+/// A dense layer's weight `[n, k]`: packed for the AVX-512 kernel where it applies, else
+/// plain row-major for the `gemm` crate.
+enum Dense {
+    Packed(PackedWeight),
+    Plain { w: Vec<f32>, n: usize, k: usize },
+}
+
+impl Dense {
+    fn new(w: Vec<f32>, n: usize, k: usize) -> Self {
+        match PackedWeight::new(&w, n, k) {
+            Some(p) => Dense::Packed(p),
+            None => Dense::Plain { w, n, k },
+        }
+    }
+
+    /// `dst[m, n] += a[m, k] · Wᵀ`.
+    fn acc(&self, dst: &mut [f32], a: &[f32], m: usize) {
+        match self {
+            Dense::Packed(p) => sgemm::gemm_acc(dst, a, m, p),
+            Dense::Plain { w, n, k } => gemm_acc(dst, a, w, m, *n, *k),
+        }
+    }
+}
+
 struct FastLayer {
     /// `[3h, h]`: query, key and value weights stacked.
-    wqkv: Vec<f32>,
+    wqkv: Dense,
     bqkv: Vec<f32>,
     /// `[h, h]`.
-    wo: Vec<f32>,
+    wo: Dense,
     bo: Vec<f32>,
     ln1: Norm,
     /// `[inter, h]`.
-    wi: Vec<f32>,
+    wi: Dense,
     bi: Vec<f32>,
     /// `[h, inter]`.
-    wo2: Vec<f32>,
+    wo2: Dense,
     bo2: Vec<f32>,
     ln2: Norm,
 }
@@ -86,15 +111,16 @@ impl FastEncoder {
             let mut bqkv = vec1(&s.pp("query"), h, "bias")?;
             bqkv.extend(vec1(&s.pp("key"), h, "bias")?);
             bqkv.extend(vec1(&s.pp("value"), h, "bias")?);
+            let inter = c.intermediate_size;
             layers.push(FastLayer {
-                wqkv,
+                wqkv: Dense::new(wqkv, 3 * h, h),
                 bqkv,
-                wo: vec2(&a.pp("output").pp("dense"), (h, h), "weight")?,
+                wo: Dense::new(vec2(&a.pp("output").pp("dense"), (h, h), "weight")?, h, h),
                 bo: vec1(&a.pp("output").pp("dense"), h, "bias")?,
                 ln1: norm(&a.pp("output").pp("LayerNorm"), h)?,
-                wi: vec2(&l.pp("intermediate").pp("dense"), (c.intermediate_size, h), "weight")?,
+                wi: Dense::new(vec2(&l.pp("intermediate").pp("dense"), (inter, h), "weight")?, inter, h),
                 bi: vec1(&l.pp("intermediate").pp("dense"), c.intermediate_size, "bias")?,
-                wo2: vec2(&l.pp("output").pp("dense"), (h, c.intermediate_size), "weight")?,
+                wo2: Dense::new(vec2(&l.pp("output").pp("dense"), (h, inter), "weight")?, h, inter),
                 bo2: vec1(&l.pp("output").pp("dense"), h, "bias")?,
                 ln2: norm(&l.pp("output").pp("LayerNorm"), h)?,
             });
@@ -165,19 +191,19 @@ impl FastEncoder {
         for layer in &self.layers {
             // qkv = x·Wqkvᵀ + b
             fill_rows(&mut qkv, &layer.bqkv);
-            gemm_acc(&mut qkv, &x, &layer.wqkv, total, 3 * h, h);
+            layer.wqkv.acc(&mut qkv, &x, total);
             self.attention(&qkv, &mut ctx, &starts, k);
             // x1 = LN(ctx·Woᵀ + bo + x)
             add_rows(&mut x1, &x, &layer.bo);
-            gemm_acc(&mut x1, &ctx, &layer.wo, total, h, h);
+            layer.wo.acc(&mut x1, &ctx, total);
             each_row(&mut x1, h, |row| (k.layer_norm)(row, &layer.ln1.gamma, &layer.ln1.beta, self.eps));
             // inter = GELU(x1·Wiᵀ + bi)
             fill_rows(&mut inter, &layer.bi);
-            gemm_acc(&mut inter, &x1, &layer.wi, total, self.inter, h);
+            layer.wi.acc(&mut inter, &x1, total);
             each_row(&mut inter, self.inter * 8, |c| (k.gelu)(c));
             // x = LN(inter·Wo2ᵀ + bo2 + x1)
             add_rows(&mut x, &x1, &layer.bo2);
-            gemm_acc(&mut x, &inter, &layer.wo2, total, h, self.inter);
+            layer.wo2.acc(&mut x, &inter, total);
             each_row(&mut x, h, |row| (k.layer_norm)(row, &layer.ln2.gamma, &layer.ln2.beta, self.eps));
         }
         Ok(x)

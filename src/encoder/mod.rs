@@ -6,6 +6,7 @@
 //! test in `tests/` holds them, and candle-transformers' `BertModel`, to each other).
 
 pub mod fast;
+pub mod sgemm;
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{Embedding, Linear, VarBuilder};
