@@ -12,6 +12,9 @@
 //! - with `--peers`: PyTorch and ONNX Runtime (bench/peers) on the identical sentences file,
 //!   between two rounds of ours, and the ratios ours/theirs.
 //!
+//! - with `--server`: the real `stance serve` binary: start-up time to SERVING, throughput with
+//!   `--clients N` (default 4) concurrent gRPC clients, and the server's peak RSS under load.
+//!
 //! Options: `--rounds N` (default 3), `--batches 1,8,32,128`, `--peers`, `--reference` (also
 //! time the candle-op encoder; it runs in the same process and slows what follows it),
 //! `--model DIR`, `--articles DIR`, `--json FILE`.
@@ -37,6 +40,8 @@ struct Opts {
     batches: Vec<usize>,
     peers: bool,
     reference: bool,
+    server: bool,
+    clients: usize,
     model: PathBuf,
     articles: PathBuf,
     json: Option<PathBuf>,
@@ -49,6 +54,8 @@ fn opts() -> Opts {
         batches: vec![1, 8, 32, 128],
         peers: false,
         reference: false,
+        server: false,
+        clients: 4,
         model: root.join(stance::DEFAULT_MODEL_DIR),
         articles: root.join("../shared/articles"),
         json: None,
@@ -62,6 +69,8 @@ fn opts() -> Opts {
             }
             "--peers" => o.peers = true,
             "--reference" => o.reference = true,
+            "--server" => o.server = true,
+            "--clients" => o.clients = args.next().and_then(|v| v.parse().ok()).expect("--clients N"),
             "--model" => o.model = args.next().expect("--model DIR").into(),
             "--articles" => o.articles = args.next().expect("--articles DIR").into(),
             "--json" => o.json = Some(args.next().expect("--json FILE").into()),
@@ -373,6 +382,7 @@ fn main() {
         }
     }
     println!("peak RSS of this process: {:.0} MB", peak_rss_mb());
+    let server = if o.server { Some(server_bench(&inputs, o.clients, o.rounds)) } else { None };
     if let Some(path) = &o.json {
         let report = json!({
             "workload": {"sentences": ids.len(), "mean_tokens": mean_len, "articles": articles.len()},
@@ -389,6 +399,7 @@ fn main() {
             "article_latency_ms": {"p50": percentile(article_ms.clone(), 0.5), "p99": percentile(article_ms, 0.99)},
             "ratios": ratios,
             "peak_rss_mb": peak_rss_mb(),
+            "server": server,
         });
         std::fs::write(path, serde_json::to_string_pretty(&report).unwrap()).unwrap();
     }
@@ -419,4 +430,66 @@ fn run_peers(sentences: &Path, o: &Opts, out_dir: &Path) -> Option<Value> {
         return None;
     }
     serde_json::from_str(&std::fs::read_to_string(json_path).ok()?).ok()
+}
+
+/// Starts the real server, times it to SERVING, loads it with concurrent clients and reads its
+/// peak RSS.
+fn server_bench(inputs: &[ArticleInput], clients: usize, rounds: usize) -> Value {
+    use std::io::BufRead;
+    use stance::wire::pb;
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stance"))
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start stance serve");
+    let pid = child.id();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("listening on ").expect("first line: listening on ADDR").to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (startup, elapsed, sentences) = rt.block_on(async {
+        let remote = stance::client::Remote::connect(std::slice::from_ref(&addr), 64 << 20).await.unwrap();
+        let startup = started.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let mut client = remote.client();
+            let inputs = inputs.to_vec();
+            tasks.push(tokio::spawn(async move {
+                let mut sentences = 0usize;
+                for _ in 0..rounds {
+                    for input in &inputs {
+                        let req = pb::ScoreArticleRequest { article: Some(input.clone().into()), seq: 0 };
+                        let resp = client.score_article(req).await.expect("ScoreArticle");
+                        sentences += resp.into_inner().score.map(|s| s.sentences.len()).unwrap_or(0);
+                    }
+                }
+                sentences
+            }));
+        }
+        let mut sentences = 0;
+        for t in tasks {
+            sentences += t.await.unwrap();
+        }
+        (startup, t.elapsed().as_secs_f64(), sentences)
+    });
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN);
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = child.wait();
+    println!(
+        "server: start-up to SERVING {:.2} s; {} clients x {} rounds: {:.1} sentences/s; peak RSS {:.0} MB",
+        startup,
+        clients,
+        rounds,
+        sentences as f64 / elapsed,
+        rss
+    );
+    json!({"startup_s": startup, "clients": clients, "sentences_per_s": sentences as f64 / elapsed, "peak_rss_mb": rss})
 }
