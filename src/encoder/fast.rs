@@ -18,7 +18,7 @@ use candle_core::Result;
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use super::sgemm::{self, PackedWeight};
+use super::sgemm::{self, PackedWeight, SharedMut};
 use super::BertConfig;
 
 struct Norm {
@@ -219,7 +219,7 @@ impl FastEncoder {
         let scale = 1.0 / (d as f32).sqrt();
         let tasks: Vec<(usize, usize)> =
             (0..starts.len() - 1).flat_map(|s| (0..self.heads).map(move |hd| (s, hd))).collect();
-        let out = SyncPtr(ctx.as_mut_ptr());
+        let out = SharedMut(ctx.as_mut_ptr());
         let row = 3 * h as isize;
         tasks.par_iter().for_each_init(Vec::new, |scores: &mut Vec<f32>, &(s, hd)| {
             let (a, b) = (starts[s], starts[s + 1]);
@@ -303,16 +303,6 @@ fn add_rows(dst: &mut [f32], src: &[f32], bias: &[f32]) {
         dst.par_chunks_mut(w).zip(src.par_chunks(w)).for_each(f);
     } else {
         dst.chunks_mut(w).zip(src.chunks(w)).for_each(f);
-    }
-}
-
-#[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
-unsafe impl Send for SyncPtr {}
-unsafe impl Sync for SyncPtr {}
-impl SyncPtr {
-    fn get(self) -> *mut f32 {
-        self.0
     }
 }
 

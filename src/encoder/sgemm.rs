@@ -54,13 +54,15 @@ pub fn available() -> bool {
     }
 }
 
+/// A pointer into an output buffer that several threads write, each to its own disjoint part
+/// (the callers' SAFETY comments say which).
 #[derive(Clone, Copy)]
-struct Ptr(*mut f32);
-unsafe impl Send for Ptr {}
-unsafe impl Sync for Ptr {}
-impl Ptr {
+pub(crate) struct SharedMut(pub(crate) *mut f32);
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+impl SharedMut {
     /// A method, so closures capture the whole `Send + Sync` wrapper, not the raw field.
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }
@@ -76,7 +78,7 @@ pub fn gemm_acc(dst: &mut [f32], a: &[f32], m: usize, w: &PackedWeight) {
     let panels = n / NR;
     let threads = rayon::current_num_threads().clamp(1, panels);
     let per = panels.div_ceil(threads);
-    let out = Ptr(dst.as_mut_ptr());
+    let out = SharedMut(dst.as_mut_ptr());
     let run = |t: usize| {
         let (p0, p1) = (t * per, ((t + 1) * per).min(panels));
         for m0 in (0..m).step_by(MB) {

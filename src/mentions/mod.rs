@@ -7,12 +7,15 @@
 //!   occurrences and returns them as [`Mention`]s with exact byte offsets
 //!   into the original text.
 //!
-//! ```ignore
+//! ```
+//! use stance::mentions::{ActorMatcher, Lexicon};
+//!
 //! let lexicon = Lexicon::default_actors();
-//! let matcher = ActorMatcher::new(&lexicon)?;
-//! for m in matcher.find("Erdoğan’s call with Pashinyan") {
-//!     println!("{} at {}..{}", matcher.actor_name(m.actor), m.start, m.end);
-//! }
+//! let matcher = ActorMatcher::new(&lexicon).unwrap();
+//! let text = "Erdoğan’s call with Pashinyan";
+//! let found: Vec<(&str, &str)> =
+//!     matcher.find(text).iter().map(|m| (matcher.actor_name(m.actor), &text[m.start..m.end])).collect();
+//! assert_eq!(found, [("Turkey", "Erdoğan"), ("Armenia", "Pashinyan")]);
 //! ```
 
 pub mod lexicon;
