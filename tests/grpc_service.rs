@@ -228,7 +228,11 @@ async fn rpcs_health_reflection_stream_and_concurrency() {
         req.set_timeout(Duration::from_millis(ms));
         let started = std::time::Instant::now();
         let err = raw.score_article(req).await.unwrap_err();
-        assert_eq!(err.code(), Code::DeadlineExceeded, "{ms} ms: {err:?}");
+        // With 1 ms the deadline can pass before tonic has the whole request; its own timeout
+        // layer then answers CANCELLED "Timeout expired" before our handler runs (seen in a
+        // clean-clone CI run). The 300 ms case is always the server's DEADLINE_EXCEEDED.
+        let tonic_layer = ms == 1 && err.code() == Code::Cancelled && err.message() == "Timeout expired";
+        assert!(err.code() == Code::DeadlineExceeded || tonic_layer, "{ms} ms: {err:?}");
         assert!(started.elapsed() < Duration::from_millis(ms + 500), "{ms} ms: answered after {:?}", started.elapsed());
     }
     // ... and the server is still fine afterwards.
