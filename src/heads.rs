@@ -39,6 +39,9 @@ pub struct Heads {
     pub sentence: Mlp,
 }
 
+/// Dropout applied to pooled features during training.
+pub type Dropout<'a> = &'a dyn Fn(&Tensor) -> Result<Tensor>;
+
 /// Logits for one batch.
 pub struct BatchLogits {
     /// `[rows, 3]`.
@@ -58,7 +61,7 @@ impl Heads {
 
     /// Pools the encoder output `hidden` `[rows, seq, h]` as the batch says and applies both
     /// heads. `dropout` (training only) is applied to the pooled features.
-    pub fn forward(&self, hidden: &Tensor, batch: &Batch, dropout: Option<&dyn Fn(&Tensor) -> Result<Tensor>>) -> Result<BatchLogits> {
+    pub fn forward(&self, hidden: &Tensor, batch: &Batch, dropout: Option<Dropout>) -> Result<BatchLogits> {
         let (rows, seq, h) = hidden.dims3()?;
         let flat = hidden.reshape((rows * seq, h))?;
         let sent = batch.sentence_pool.matmul(&flat)?;
@@ -73,7 +76,7 @@ impl Heads {
         sentence: &Tensor,
         mention: Option<&Tensor>,
         target_rows: &Tensor,
-        dropout: Option<&dyn Fn(&Tensor) -> Result<Tensor>>,
+        dropout: Option<Dropout>,
     ) -> Result<BatchLogits> {
         let drop = |x: Tensor| match dropout {
             Some(f) => f(&x),

@@ -71,6 +71,7 @@ impl SentenceTokenizer {
 }
 
 /// Content-token ranges of at most `width` tokens covering `0..n` with half-window overlap.
+#[allow(clippy::single_range_in_vec_init)] // one window is a list of one range
 fn windows(n: usize, width: usize) -> Vec<Range<usize>> {
     if n <= width {
         return vec![0..n];
@@ -166,6 +167,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::single_range_in_vec_init)]
     fn spans_map_to_pieces() {
         // "Erdogan's army": Er ##dogan ' s army
         let t = toks(vec![(0, 2), (2, 7), (7, 8), (8, 9), (10, 14)], vec![0..5]);

@@ -27,7 +27,7 @@ impl PackedWeight {
     /// Packs `w`; `None` when this kernel cannot be used (no AVX-512, or `n` not a multiple of
     /// 32), in which case the caller keeps the plain layout.
     pub fn new(w: &[f32], n: usize, k: usize) -> Option<Self> {
-        if !available() || n % NR != 0 || k == 0 {
+        if !available() || !n.is_multiple_of(NR) || k == 0 {
             return None;
         }
         assert_eq!(w.len(), n * k);
