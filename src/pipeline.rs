@@ -123,11 +123,6 @@ impl Engine {
         Ok(Self { model, lexicon, matcher, limits, batch_limits: BatchLimits::default() })
     }
 
-    pub fn with_batch_limits(mut self, limits: BatchLimits) -> Self {
-        self.batch_limits = limits;
-        self
-    }
-
     pub fn model(&self) -> &StanceModel {
         &self.model
     }

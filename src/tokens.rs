@@ -46,10 +46,6 @@ impl SentenceTokenizer {
         Ok(Self { inner, cls, sep, max_tokens })
     }
 
-    pub fn max_tokens(&self) -> usize {
-        self.max_tokens
-    }
-
     /// Tokenizes one sentence.
     pub fn tokenize(&self, sentence: &str) -> Result<Tokenized, tokenizers::Error> {
         let enc = self.inner.encode(sentence, false)?;
