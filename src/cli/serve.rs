@@ -19,7 +19,7 @@ pub struct ServeOpts {
     /// Serve Prometheus metrics on this address (`GET /metrics`); off when not given.
     #[arg(long, env = "STANCE_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
-    /// Padded tokens (windows × longest window) per encoder batch.
+    /// Tokens per encoder batch (all windows; the encoder packs them without padding).
     #[arg(long, env = "STANCE_MAX_BATCH_TOKENS", default_value_t = 8192)]
     pub max_batch_tokens: usize,
     /// How long a batch waits for more requests once it has one, in milliseconds.

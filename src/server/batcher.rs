@@ -1,5 +1,5 @@
 //! The compute threads (the "backend"): each pops jobs from the [`Queue`], gathers windows of
-//! several requests into one batch bounded by padded tokens and a short wait, runs
+//! several requests into one batch bounded by tokens and a short wait, runs
 //! [`Engine::run_windows`] and answers every job through its oneshot.
 //!
 //! These are dedicated `std::thread`s: the encoder is CPU-bound and must never run on tokio's
@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use super::metrics;
 use super::queue::{Job, JobError, Queue};
-use crate::batches::WindowInput;
+use crate::batches::{self, WindowInput};
 use crate::pipeline::Engine;
 
 /// How batches are formed.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchConfig {
-    /// Padded tokens (windows × longest window) per batch; one article larger than this still
+    /// Tokens (all windows, no padding) per batch; one article larger than this still
     /// runs alone (the engine cuts it into smaller encoder batches).
     pub max_batch_tokens: usize,
     /// How long a batch waits for more requests once it has one.
@@ -54,23 +54,19 @@ fn run(engine: &Engine, queue: &Queue, config: BatchConfig) {
         let Some(first) = live(first) else { continue };
         let started = Instant::now();
         let until = started + config.max_batch_wait;
-        let mut longest = first.longest();
-        let mut rows = first.windows.len();
+        let mut tokens = first.tokens();
         let mut jobs = vec![first];
-        while longest * rows < config.max_batch_tokens {
+        while tokens < config.max_batch_tokens {
             let Some(job) = queue.pop_until(until) else { break };
             let Some(job) = live(job) else { continue };
-            let l = longest.max(job.longest());
-            let r = rows + job.windows.len();
-            if l * r > config.max_batch_tokens {
+            if tokens + job.tokens() > config.max_batch_tokens {
                 queue.push_front(job);
                 break;
             }
-            longest = l;
-            rows = r;
+            tokens += job.tokens();
             jobs.push(job);
         }
-        compute(engine, jobs, longest * rows, config.max_batch_tokens);
+        compute(engine, jobs, tokens, config.max_batch_tokens);
     }
     tracing::debug!("compute thread stops: queue closed and drained");
 }
@@ -78,10 +74,9 @@ fn run(engine: &Engine, queue: &Queue, config: BatchConfig) {
 /// Runs one job larger than a batch in batch-sized pieces, giving up between pieces when its
 /// client has gone or its deadline has passed.
 fn compute_large(engine: &Engine, job: Job, max_tokens: usize) {
-    let longest = job.longest().max(1);
-    let per_piece = (max_tokens / longest).max(1);
     let mut scores = Vec::with_capacity(job.windows.len());
-    for piece in job.windows.chunks(per_piece) {
+    let windows: Vec<&WindowInput> = job.windows.iter().collect();
+    for piece in batches::pack(&windows, max_tokens) {
         if !scores.is_empty() {
             if job.abandoned() {
                 metrics::skipped("cancelled");
@@ -93,10 +88,9 @@ fn compute_large(engine: &Engine, job: Job, max_tokens: usize) {
                 return;
             }
         }
-        let refs: Vec<&WindowInput> = piece.iter().collect();
         let started = Instant::now();
-        let result = engine.run_windows(&refs);
-        metrics::batch(1, refs.len(), refs.len() * longest, started.elapsed());
+        let result = engine.run_windows(&piece);
+        metrics::batch(1, piece.len(), piece.iter().map(|w| w.ids.len()).sum(), started.elapsed());
         match result {
             Ok(s) => scores.extend(s),
             Err(e) => {
@@ -110,14 +104,14 @@ fn compute_large(engine: &Engine, job: Job, max_tokens: usize) {
     let _ = job.reply.send(Ok(scores));
 }
 
-fn compute(engine: &Engine, mut jobs: Vec<Job>, padded_tokens: usize, max_tokens: usize) {
-    if jobs.len() == 1 && padded_tokens > max_tokens {
+fn compute(engine: &Engine, mut jobs: Vec<Job>, tokens: usize, max_tokens: usize) {
+    if jobs.len() == 1 && tokens > max_tokens {
         return compute_large(engine, jobs.pop().expect("one job"), max_tokens);
     }
     let windows: Vec<&WindowInput> = jobs.iter().flat_map(|j| j.windows.iter()).collect();
     let started = Instant::now();
     let result = engine.run_windows(&windows);
-    metrics::batch(jobs.len(), windows.len(), padded_tokens, started.elapsed());
+    metrics::batch(jobs.len(), windows.len(), tokens, started.elapsed());
     match result {
         Ok(scores) => {
             let mut scores = scores.into_iter();

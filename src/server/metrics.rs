@@ -18,7 +18,7 @@ pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
         .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Full("stance_batch_articles".into()), &counts)?
         .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Full("stance_batch_windows".into()), &counts)?
         .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full("stance_batch_padded_tokens".into()),
+            metrics_exporter_prometheus::Matcher::Full("stance_batch_tokens".into()),
             &tokens,
         )?
         .install()?;
@@ -30,7 +30,7 @@ pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
     metrics::describe_gauge!("stance_queue_depth", "Articles waiting for a compute thread");
     metrics::describe_histogram!("stance_batch_articles", "Articles per encoder batch");
     metrics::describe_histogram!("stance_batch_windows", "Encoder windows per batch");
-    metrics::describe_histogram!("stance_batch_padded_tokens", "Padded tokens (windows x longest) per batch");
+    metrics::describe_histogram!("stance_batch_tokens", "Tokens per batch (the encoder packs windows without padding)");
     metrics::describe_histogram!("stance_batch_duration_seconds", "Encoder time per batch");
     metrics::describe_histogram!("stance_queue_wait_seconds", "Time from enqueue to the start of the article's batch");
     metrics::describe_counter!("stance_sentences_scored_total", "Sentences scored");
@@ -52,10 +52,10 @@ pub fn queue_wait(wait: Duration) {
     histogram!("stance_queue_wait_seconds").record(wait.as_secs_f64());
 }
 
-pub fn batch(articles: usize, windows: usize, padded_tokens: usize, elapsed: Duration) {
+pub fn batch(articles: usize, windows: usize, tokens: usize, elapsed: Duration) {
     histogram!("stance_batch_articles").record(articles as f64);
     histogram!("stance_batch_windows").record(windows as f64);
-    histogram!("stance_batch_padded_tokens").record(padded_tokens as f64);
+    histogram!("stance_batch_tokens").record(tokens as f64);
     histogram!("stance_batch_duration_seconds").record(elapsed.as_secs_f64());
 }
 

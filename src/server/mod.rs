@@ -6,7 +6,7 @@
 //!   tokio's blocking pool, push its encoder windows to the bounded [`queue::Queue`] and await a
 //!   oneshot; a full queue answers RESOURCE_EXHAUSTED at once;
 //! - compute threads ([`batcher`], plain `std::thread`s) gather windows of several requests
-//!   into batches bounded by padded tokens and a short wait, run [`Engine::run_windows`] and
+//!   into batches bounded by tokens and a short wait, run [`Engine::run_windows`] and
 //!   answer each request;
 //! - the handler then calls [`Engine::finish`] and answers the client.
 //!

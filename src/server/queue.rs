@@ -32,9 +32,9 @@ pub struct Job {
 }
 
 impl Job {
-    /// The longest window, in tokens.
-    pub fn longest(&self) -> usize {
-        self.windows.iter().map(|w| w.ids.len()).max().unwrap_or(0)
+    /// Tokens in all the job's windows: what the packed encoder computes (it pads nothing).
+    pub fn tokens(&self) -> usize {
+        self.windows.iter().map(|w| w.ids.len()).sum()
     }
 
     /// Whether anyone still waits for this job (the handler drops its receiver when the client
