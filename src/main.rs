@@ -136,7 +136,7 @@ struct TrainArgs {
     /// Folder with the base encoder (config.json, tokenizer.json, encoder.safetensors).
     #[arg(long, default_value = stance::DEFAULT_MODEL_DIR)]
     base: String,
-    /// Folder holding newsmtsc/ and vader/.
+    /// Folder holding newsmtsc/ and vader/ (and conflict-stance/ with --conflict).
     #[arg(long, default_value = "../shared/data")]
     data: PathBuf,
     /// Where to write the trained model folder.
@@ -165,6 +165,17 @@ struct TrainArgs {
     max_tokens: usize,
     #[arg(long, default_value_t = 40)]
     sentence_epochs: usize,
+    /// Tell the encoder which actor is judged: wrap its mentions in these two vocabulary
+    /// tokens, e.g. `--markers '<,>'` (one pass per sentence and actor). Without it, mention
+    /// states are pooled from one pass per sentence.
+    #[arg(long, value_delimiter = ',', num_args = 1)]
+    markers: Option<Vec<String>>,
+    /// Also train on conflict-stance train (DATA/conflict-stance) and choose epochs on its dev.
+    #[arg(long)]
+    conflict: bool,
+    /// How many times each conflict-stance pair is seen per epoch.
+    #[arg(long, default_value_t = 1)]
+    conflict_repeat: usize,
     /// Use the first N sentences of every data set only, dev sets included (smoke tests).
     #[arg(long, default_value_t = 0)]
     limit: usize,
@@ -174,7 +185,7 @@ struct TrainArgs {
 struct EvalArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Folder holding newsmtsc/ and vader/.
+    /// Folder holding newsmtsc/, conflict-stance/ and vader/.
     #[arg(long, default_value = "../shared/data")]
     data: PathBuf,
     /// Also score the test sets (report only; never tune on them).
@@ -183,6 +194,11 @@ struct EvalArgs {
     /// Write the scores into the model folder's manifest.json.
     #[arg(long)]
     record: bool,
+    /// Fit the heads' softmax temperatures on the dev sets (target head: NewsMTSC dev and
+    /// conflict-stance dev; sentence head: VADER dev) and write them, with the scores, into
+    /// manifest.json.
+    #[arg(long)]
+    calibrate: bool,
     /// Score with the candle-op reference encoder instead of the fast one (parity checks).
     #[arg(long)]
     reference_encoder: bool,
@@ -213,6 +229,7 @@ fn main() -> ExitCode {
                 data: a.data,
                 test: a.test,
                 record: a.record,
+                calibrate: a.calibrate,
                 reference_encoder: a.reference_encoder,
                 predictions: a.predictions,
             },
@@ -299,6 +316,13 @@ fn train(a: TrainArgs) -> Result<()> {
         max_tokens: a.max_tokens,
         sentence_epochs: a.sentence_epochs,
         limit: a.limit,
+        markers: match a.markers.as_deref() {
+            None => None,
+            Some([open, close]) => Some((open.clone(), close.clone())),
+            Some(other) => anyhow::bail!("--markers takes two tokens separated by a comma (OPEN,CLOSE), got {other:?}"),
+        },
+        conflict: a.conflict,
+        conflict_repeat: a.conflict_repeat,
         ..Default::default()
     };
     stance::training::train::train(&base, &a.data, &a.out, &cfg, &a.name, &a.version)

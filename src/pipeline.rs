@@ -21,7 +21,7 @@ use crate::mentions::matcher::ActorMatcher;
 use crate::model::StanceModel;
 use crate::scores::{ArticleScore, MentionSpan, ModelRef, Polarity, SentenceActor, SentenceKind, SentenceScore};
 use crate::sentences::{self, SegmentKind};
-use crate::tokens::SentenceTokenizer;
+use crate::tokens::{self, SentenceTokenizer};
 
 /// A mention found by the caller's own recogniser: byte offsets into the article text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,7 +93,9 @@ pub struct PreparedSentence {
     pub start: usize,
     pub end: usize,
     pub kind: SentenceKind,
-    /// Indices into [`Prepared::windows`], with each window's content length.
+    /// Indices into [`Prepared::windows`] of the sentence's plain windows (its sentiment), with
+    /// each window's content length. Target-marker windows follow them; actors' `refs` say
+    /// which.
     pub windows: Range<usize>,
     pub window_lengths: Vec<usize>,
     pub actors: Vec<PreparedActor>,
@@ -183,6 +185,7 @@ impl Engine {
         let mut out = Vec::with_capacity(windows.len());
         let device = candle_core::Device::Cpu;
         let h = enc.hidden_size();
+        let cal = self.model.manifest.calibration;
         for group in batches::pack(windows, self.batch_limits.max_tokens) {
             let seqs: Vec<&[u32]> = group.iter().map(|w| w.ids.as_slice()).collect();
             let hidden = enc.forward(&seqs)?;
@@ -208,8 +211,8 @@ impl Engine {
             let target_rows = Tensor::from_vec(target_rows, n_targets, &device)?;
             let logits = self.model.heads.classify(&sentence, mention.as_ref(), &target_rows, None)?;
             let mut per_row: Vec<WindowScores> =
-                probs(&logits.sentence)?.into_iter().map(|s| WindowScores { sentence: s, targets: Vec::new() }).collect();
-            for (row, p) in index.into_iter().zip(probs(&logits.target)?) {
+                probs(&logits.sentence, cal.sentence_temperature)?.into_iter().map(|s| WindowScores { sentence: s, targets: Vec::new() }).collect();
+            for (row, p) in index.into_iter().zip(probs(&logits.target, cal.target_temperature)?) {
                 per_row[row].targets.push(p);
             }
             out.extend(per_row);
@@ -222,13 +225,14 @@ impl Engine {
         let lengths: Vec<usize> = windows.iter().map(|w| w.ids.len()).collect();
         let mut out: Vec<Option<WindowScores>> = vec![None; windows.len()];
         let device = enc.device();
+        let cal = self.model.manifest.calibration;
         for group in batches::plan(&lengths, self.batch_limits) {
             let members: Vec<&WindowInput> = group.iter().map(|&i| windows[i]).collect();
             let batch = Batch::build(&members, device)?;
             let hidden = enc.forward(&batch.ids, &batch.mask, Precision::Fused)?;
             let logits = self.model.heads.forward(&hidden, &batch, None)?;
-            let sentence = probs(&logits.sentence)?;
-            let target = probs(&logits.target)?;
+            let sentence = probs(&logits.sentence, cal.sentence_temperature)?;
+            let target = probs(&logits.target, cal.target_temperature)?;
             let mut per_row: Vec<WindowScores> =
                 sentence.into_iter().map(|s| WindowScores { sentence: s, targets: Vec::new() }).collect();
             for ((row, _), p) in batch.target_index.iter().zip(target) {
@@ -360,6 +364,8 @@ input: ArticleInput,
             by_actor.entry(name).or_default().push((a, b));
         }
         let mut actors = Vec::with_capacity(by_actor.len());
+        // Target-marker models: one extra window per (window, actor), after the plain ones.
+        let mut marked: Vec<WindowInput> = Vec::new();
         // Actors in order of first mention.
         let mut ordered: Vec<(String, Vec<(usize, usize)>)> = by_actor.into_iter().collect();
         ordered.sort_by_key(|(_, spans)| spans.iter().map(|s| s.0).min());
@@ -376,25 +382,37 @@ input: ArticleInput,
                 .into_iter()
                 .map(|(w, positions)| {
                     let n = positions.len();
-                    local[w].targets.push(positions);
-                    (first + w, local[w].targets.len() - 1, n)
+                    match tok.markers() {
+                        None => {
+                            local[w].targets.push(positions);
+                            (first + w, local[w].targets.len() - 1, n)
+                        }
+                        Some(markers) => {
+                            let (ids, positions) = tokens::mark(&local[w].ids, &positions, markers);
+                            marked.push(WindowInput { ids, targets: vec![positions] });
+                            (first + local.len() + marked.len() - 1, 0, n)
+                        }
+                    }
                 })
                 .collect();
             actors.push(PreparedActor { name, mentions: spans, refs });
         }
         let window_lengths = t.windows.iter().map(|r| r.len()).collect();
         windows.extend(local);
-        prepared.push(PreparedSentence { start, end, kind, windows: first..windows.len(), window_lengths, actors });
+        let plain = first..windows.len();
+        windows.extend(marked);
+        prepared.push(PreparedSentence { start, end, kind, windows: plain, window_lengths, actors });
     }
     Ok(Prepared { id, text, sentences: prepared, windows })
 }
 
-/// Softmax rows of `[n, 3]` logits.
-fn probs(logits: &Tensor) -> candle_core::Result<Vec<[f32; 3]>> {
+/// Softmax rows of `[n, 3]` logits at temperature `t`.
+fn probs(logits: &Tensor, t: f32) -> candle_core::Result<Vec<[f32; 3]>> {
     if logits.dim(0)? == 0 {
         return Ok(Vec::new());
     }
-    let p = candle_nn::ops::softmax(logits, D::Minus1)?.to_vec2::<f32>()?;
+    let logits = if t == 1.0 { logits.clone() } else { (logits / t as f64)? };
+    let p = candle_nn::ops::softmax(&logits, D::Minus1)?.to_vec2::<f32>()?;
     Ok(p.into_iter().map(|r| [r[0], r[1], r[2]]).collect())
 }
 
@@ -508,6 +526,49 @@ mod tests {
         assert!(err.to_string().contains("mention 0"), "{err}");
         let err = validate_sentences(text, &[SpanInput { start: 0, end: 8 }, SpanInput { start: 4, end: 13 }]).unwrap_err();
         assert!(err.to_string().contains("sentence 1"), "{err}");
+    }
+
+    fn bundled_tokenizer() -> SentenceTokenizer {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(crate::DEFAULT_MODEL_DIR).join("tokenizer.json");
+        SentenceTokenizer::from_file(&path, 128).unwrap()
+    }
+
+    #[test]
+    fn marker_models_get_one_marked_window_per_actor() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(crate::DEFAULT_MODEL_DIR).join("tokenizer.json");
+        let tok = bundled_tokenizer().with_markers(&path, "<", ">").unwrap();
+        let (open, close) = tok.markers().unwrap();
+        let lexicon = Lexicon::default_actors();
+        let matcher = ActorMatcher::new(&lexicon).unwrap();
+        let text = "Azerbaijan won decisively, while Armenia and Yerevan's allies lost. Nothing else.";
+        let input = ArticleInput { id: "m".into(), text: text.into(), ..Default::default() };
+        let p = prepare(&tok, &matcher, &Limits::default(), input).unwrap();
+        let s = &p.sentences[0];
+        assert_eq!(s.windows, 0..1, "the sentiment pass is the plain window");
+        assert!(p.windows[0].targets.is_empty());
+        assert_eq!(s.actors.len(), 2);
+        // Sentence 0: plain window 0, then Azerbaijan's (1) and Armenia's (2); sentence 1: 3.
+        assert_eq!(p.windows.len(), 4);
+        assert_eq!(p.sentences[1].windows, 3..4);
+        let plain = &p.windows[0].ids;
+        for (a, (want_window, marked_mentions)) in s.actors.iter().zip([(1, 1), (2, 2)]) {
+            assert_eq!(a.refs, vec![(want_window, 0, marked_mentions)], "{}", a.name);
+            let w = &p.windows[want_window];
+            assert_eq!(w.targets.len(), 1);
+            assert_eq!(w.targets[0].len(), marked_mentions);
+            assert_eq!(w.ids.len(), plain.len() + 2 * marked_mentions);
+            for r in &w.targets[0] {
+                assert_eq!((w.ids[r.start], w.ids[r.end - 1]), (open, close));
+            }
+            // Without the markers, the window is the plain one.
+            let stripped: Vec<u32> = w.ids.iter().copied().filter(|&i| i != open && i != close).collect();
+            assert_eq!(&stripped, plain);
+        }
+        // A pooled model marks nothing and scores the actors in the plain window.
+        let input = ArticleInput { id: "m".into(), text: text.into(), ..Default::default() };
+        let p = prepare(&bundled_tokenizer(), &matcher, &Limits::default(), input).unwrap();
+        assert_eq!(p.windows.len(), 2);
+        assert_eq!(p.windows[0].targets.len(), 2);
     }
 
     #[test]

@@ -18,7 +18,14 @@ pub struct SentenceTokenizer {
     cls: u32,
     sep: u32,
     max_tokens: usize,
+    /// Ids of the tokens that open and close a target's mention (target-marker models).
+    markers: Option<(u32, u32)>,
 }
+
+/// Mentions wrapped in markers per window, at most: a window grows by two tokens per marked
+/// mention, so it stays within `max_tokens + 2 * MAX_MARKED` positions. Further mentions of
+/// the actor in the window are still pooled, unmarked.
+pub const MAX_MARKED: usize = 16;
 
 /// One sentence's word pieces and the windows that cover them.
 #[derive(Debug, Clone)]
@@ -43,7 +50,25 @@ impl SentenceTokenizer {
         if max_tokens < 8 {
             return Err(invalid(format!("max_tokens {max_tokens} is too small")));
         }
-        Ok(Self { inner, cls, sep, max_tokens })
+        Ok(Self { inner, cls, sep, max_tokens, markers: None })
+    }
+
+    /// Uses the vocabulary tokens `open` and `close` as target markers.
+    pub fn with_markers(mut self, path: &Path, open: &str, close: &str) -> Result<Self, ModelError> {
+        let id = |tok: &str| {
+            self.inner.token_to_id(tok).ok_or_else(|| ModelError::Invalid {
+                path: path.to_path_buf(),
+                what: "tokenizer.json",
+                reason: format!("the vocabulary has no {tok:?} token, which the manifest names as a target marker"),
+            })
+        };
+        self.markers = Some((id(open)?, id(close)?));
+        Ok(self)
+    }
+
+    /// The marker ids, for models that mark targets.
+    pub fn markers(&self) -> Option<(u32, u32)> {
+        self.markers
     }
 
     /// Tokenizes one sentence.
@@ -64,6 +89,42 @@ impl SentenceTokenizer {
         v.push(self.sep);
         v
     }
+}
+
+/// `ids` (an encoder window) with the position ranges `spans` wrapped in `open`/`close`.
+/// Overlapping spans are merged; at most [`MAX_MARKED`] are wrapped. Returns the new ids and,
+/// for each merged span, its positions in them (markers included, so the pooled states are the
+/// markers' and the mention's).
+pub fn mark(ids: &[u32], spans: &[Range<usize>], (open, close): (u32, u32)) -> (Vec<u32>, Vec<Range<usize>>) {
+    let mut sorted: Vec<Range<usize>> = spans.iter().filter(|r| r.start < r.end && r.end <= ids.len()).cloned().collect();
+    sorted.sort_by_key(|r| (r.start, r.end));
+    let mut merged: Vec<Range<usize>> = Vec::new();
+    for r in sorted {
+        match merged.last_mut() {
+            Some(last) if r.start < last.end => last.end = last.end.max(r.end),
+            _ => merged.push(r),
+        }
+    }
+    let mut out = Vec::with_capacity(ids.len() + 2 * merged.len().min(MAX_MARKED));
+    let mut positions = Vec::with_capacity(merged.len());
+    let mut next = 0;
+    for (k, r) in merged.iter().enumerate() {
+        out.extend_from_slice(&ids[next..r.start]);
+        if k < MAX_MARKED {
+            let begin = out.len();
+            out.push(open);
+            out.extend_from_slice(&ids[r.clone()]);
+            out.push(close);
+            positions.push(begin..out.len());
+        } else {
+            let begin = out.len();
+            out.extend_from_slice(&ids[r.clone()]);
+            positions.push(begin..out.len());
+        }
+        next = r.end;
+    }
+    out.extend_from_slice(&ids[next..]);
+    (out, positions)
 }
 
 /// Content-token ranges of at most `width` tokens covering `0..n` with half-window overlap.
@@ -142,6 +203,26 @@ impl Tokenized {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mark_wraps_merged_spans_and_reports_their_positions() {
+        // [CLS] a b c d e [SEP], mentions b..c and c..d overlap, e alone.
+        let ids = [101, 1, 2, 3, 4, 5, 102];
+        let (out, pos) = mark(&ids, &[2..4, 3..5, 5..6], (900, 901));
+        assert_eq!(out, vec![101, 1, 900, 2, 3, 4, 901, 900, 5, 901, 102]);
+        assert_eq!(pos, vec![2..7, 7..10]);
+        for r in &pos {
+            assert_eq!(out[r.start], 900);
+            assert_eq!(out[r.end - 1], 901);
+        }
+        // Beyond MAX_MARKED, mentions keep their pieces unmarked.
+        let ids: Vec<u32> = (0..40).collect();
+        let spans: Vec<Range<usize>> = (1..=MAX_MARKED + 2).map(|i| 2 * i..2 * i + 1).collect();
+        let (out, pos) = mark(&ids, &spans, (900, 901));
+        assert_eq!(out.len(), ids.len() + 2 * MAX_MARKED);
+        assert_eq!(pos.len(), MAX_MARKED + 2);
+        assert_eq!(out[pos[MAX_MARKED].clone()], [2 * (MAX_MARKED as u32 + 1)]);
+    }
 
     #[test]
     fn windows_cover_everything_with_overlap() {

@@ -1,4 +1,6 @@
-//! `stance eval`: NewsMTSC F1-macro on dev (and test) and VADER held-out macro-F1.
+//! `stance eval`: NewsMTSC F1-macro on dev (and test), conflict-stance dev (explicit and end to
+//! end, with article labels), VADER held-out macro-F1, calibration error; `--calibrate` fits
+//! the heads' temperatures on the dev sets.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -7,23 +9,36 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use stance::mentions::lexicon::Lexicon;
-use stance::model::{Manifest, ModelFiles, StanceModel};
+use stance::model::{Calibration, Manifest, ModelFiles, StanceModel};
 use stance::pipeline::{Engine, Limits};
+use stance::scores::Label;
 use stance::training::data::{self, DataDir, Split};
-use stance::training::eval::{evaluate, Prediction};
+use stance::training::eval::{evaluate, evaluate_end_to_end, Prediction};
+use stance::training::metrics::{at_temperature, ece, fit_temperature, Confusion};
 
 pub struct EvalOptions {
     pub data: PathBuf,
     pub test: bool,
     pub record: bool,
+    pub calibrate: bool,
     pub reference_encoder: bool,
     pub predictions: Option<PathBuf>,
 }
 
+/// Calibration bins (the and the literature's usual 10).
+const BINS: usize = 10;
+
+type Items = Vec<([f32; 3], Label)>;
+
 pub fn run(files: Result<ModelFiles>, o: &EvalOptions) -> Result<()> {
     let (test, record) = (o.test, o.record);
     let files = files?;
-    let model = StanceModel::load_with(&files, !o.reference_encoder).context("loading the model")?;
+    let mut model = StanceModel::load_with(&files, !o.reference_encoder).context("loading the model")?;
+    let recorded = model.manifest.calibration;
+    if o.calibrate {
+        // Fit from the uncalibrated probabilities.
+        model.manifest.calibration = Calibration::default();
+    }
     let engine = Engine::new(model, Lexicon::default_actors(), Limits::default())?;
     let data = DataDir(o.data.clone());
     let mut predictions = match &o.predictions {
@@ -32,38 +47,139 @@ pub fn run(files: Result<ModelFiles>, o: &EvalOptions) -> Result<()> {
         )),
         None => None,
     };
+    let mut scores = serde_json::Map::new();
+    // Dev items per head, for the temperature fit.
+    let mut target_dev: Vec<(String, Items)> = Vec::new();
+    let mut sentence_dev: Vec<(String, Items)> = Vec::new();
+    println!(
+        "{:<28} {:>6} {:>8} {:>8} {:>20} {:>6}",
+        "set", "items", "F1-macro", "accuracy", "F1 neg / neu / pos", "ECE"
+    );
+    let row = |name: &str, c: &Confusion, items: Option<&Items>| {
+        let e = items.map(|i| format!("{:.3}", ece(i, BINS))).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<28} {:>6} {:>8.4} {:>8.4} {:>20} {:>6}",
+            name,
+            c.total(),
+            c.f1_macro(),
+            c.accuracy(),
+            format!("{:.3} / {:.3} / {:.3}", c.f1(0), c.f1(1), c.f1(2)),
+            e
+        );
+    };
+    let record_set = |c: &Confusion, items: Option<&Items>| {
+        json!({
+            "f1_macro": c.f1_macro(), "accuracy": c.accuracy(), "items": c.total(),
+            "f1": [c.f1(0), c.f1(1), c.f1(2)], "confusion": c.m,
+            "ece": items.map(|i| ece(i, BINS)),
+        })
+    };
+
+    // NewsMTSC.
     let mut sets = vec!["rw_dev", "mt_dev"];
     if test {
         sets.extend(["rw_test", "mt_test"]);
     }
-    let mut scores = serde_json::Map::new();
-    println!("{:<22} {:>7} {:>9} {:>9}", "set", "items", "F1-macro", "accuracy");
     for set in sets {
         let examples = data::newsmtsc(&data.newsmtsc(set))?;
         let started = std::time::Instant::now();
         let (c, _, preds) = evaluate(&engine, &examples)?;
         write_predictions(predictions.as_mut(), set, &preds)?;
-        println!("{:<22} {:>7} {:>9.4} {:>9.4}", format!("newsmtsc {set}"), c.total(), c.f1_macro(), c.accuracy());
-        scores.insert(
-            format!("newsmtsc_{set}"),
-            json!({"f1_macro": c.f1_macro(), "accuracy": c.accuracy(), "items": c.total(), "confusion": c.m, "seconds": started.elapsed().as_secs_f32()}),
-        );
+        let items: Items = preds.iter().map(Prediction::item).collect();
+        row(&format!("newsmtsc {set}"), &c, Some(&items));
+        let mut r = record_set(&c, Some(&items));
+        r["seconds"] = json!(started.elapsed().as_secs_f32());
+        scores.insert(format!("newsmtsc_{set}"), r);
+        if set.ends_with("_dev") {
+            target_dev.push((format!("newsmtsc_{set}"), items));
+        }
     }
-    let vader_split = if test { Split::Test } else { Split::Dev };
-    let split_name = if test { "test" } else { "dev" };
-    for (name, path) in [("nyt", data.vader_nyt()), ("tweets", data.vader_tweets())] {
-        let examples = data::vader(&path, vader_split)?;
-        let (_, c, preds) = evaluate(&engine, &examples)?;
-        write_predictions(predictions.as_mut(), &format!("vader_{name}_{split_name}"), &preds)?;
-        println!("{:<22} {:>7} {:>9.4} {:>9.4}", format!("vader {name} {split_name}"), c.total(), c.f1_macro(), c.accuracy());
-        scores.insert(
-            format!("vader_{name}_{split_name}"),
-            json!({"f1_macro": c.f1_macro(), "accuracy": c.accuracy(), "items": c.total(), "confusion": c.m}),
-        );
+
+    // conflict-stance dev: explicit (the records' sentences and mentions) and end to end (the
+    // text alone, the data set's lexicon).
+    let articles = data::conflict_stance(&data.conflict("dev"))?;
+    let examples: Vec<_> = articles.iter().flat_map(|a| a.sentence_examples(None)).collect();
+    let (c, _, preds) = evaluate(&engine, &examples)?;
+    write_predictions(predictions.as_mut(), "conflict_dev_explicit", &preds)?;
+    let items: Items = preds.iter().map(Prediction::item).collect();
+    row("conflict dev explicit", &c, Some(&items));
+    scores.insert("conflict_dev_explicit".into(), record_set(&c, Some(&items)));
+    target_dev.push(("conflict_dev_explicit".into(), items));
+    let lexicon = Lexicon::from_toml_file(&data.conflict_actors())?;
+    let started = std::time::Instant::now();
+    let e2e = evaluate_end_to_end(&engine, &articles, &lexicon)?;
+    row("conflict dev end to end", &e2e.pairs, None);
+    let (sign, agree, nonzero) = e2e.sign_agreement();
+    let spearman = e2e.spearman();
+    println!(
+        "{:<28} {:>6} sign agreement {:.1}% ({agree}/{nonzero} non-zero), Spearman {}; pairs found {}/{}",
+        "conflict dev articles",
+        e2e.articles.len(),
+        100.0 * sign,
+        spearman.map(|s| format!("{s:.3}")).unwrap_or_else(|| "-".into()),
+        e2e.found,
+        e2e.pairs.total()
+    );
+    let mut r = record_set(&e2e.pairs, None);
+    r["pairs_found"] = json!(e2e.found);
+    r["seconds"] = json!(started.elapsed().as_secs_f32());
+    scores.insert("conflict_dev_end_to_end".into(), r);
+    scores.insert(
+        "conflict_dev_articles".into(),
+        json!({"labels": e2e.articles.len(), "sign_agreement": sign, "agree": agree, "nonzero": nonzero, "spearman": spearman}),
+    );
+
+    // VADER (held-out test by default; dev as well when calibrating).
+    let mut vader_splits = vec![if test { (Split::Test, "test") } else { (Split::Dev, "dev") }];
+    if o.calibrate && test {
+        vader_splits.push((Split::Dev, "dev"));
     }
-    if record {
+    for (split, split_name) in vader_splits {
+        for (name, path) in [("nyt", data.vader_nyt()), ("tweets", data.vader_tweets())] {
+            let examples = data::vader(&path, split)?;
+            let (_, c, preds) = evaluate(&engine, &examples)?;
+            let set = format!("vader_{name}_{split_name}");
+            write_predictions(predictions.as_mut(), &set, &preds)?;
+            let items: Items = preds.iter().map(Prediction::item).collect();
+            row(&format!("vader {name} {split_name}"), &c, Some(&items));
+            scores.insert(set.clone(), record_set(&c, Some(&items)));
+            if split == Split::Dev {
+                sentence_dev.push((set, items));
+            }
+        }
+    }
+
+    let mut calibration = recorded;
+    if o.calibrate {
+        let fit = |sets: &[(String, Items)]| -> f64 {
+            let all: Items = sets.iter().flat_map(|(_, i)| i.iter().copied()).collect();
+            fit_temperature(&all)
+        };
+        let t_target = fit(&target_dev);
+        let t_sentence = fit(&sentence_dev);
+        let mut report = serde_json::Map::new();
+        println!("calibration (temperature fitted on the dev sets below, {BINS}-bin ECE before -> after):");
+        for (head, t, sets) in [("target", t_target, &target_dev), ("sentence", t_sentence, &sentence_dev)] {
+            println!("  {head} head: T = {t:.2}");
+            for (set, items) in sets.iter() {
+                let after: Items = items.iter().map(|(p, g)| (at_temperature(*p, t), *g)).collect();
+                let (b, a) = (ece(items, BINS), ece(&after, BINS));
+                println!("    {set:<26} ECE {b:.4} -> {a:.4}");
+                report.insert(format!("{set}_ece"), json!({"before": b, "after": a}));
+            }
+            report.insert(format!("{head}_temperature"), json!(t));
+        }
+        report.insert("fitted_on".into(), json!({
+            "target": target_dev.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>(),
+            "sentence": sentence_dev.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>(),
+        }));
+        scores.insert("calibration".into(), serde_json::Value::Object(report));
+        calibration = Calibration { target_temperature: t_target as f32, sentence_temperature: t_sentence as f32 };
+    }
+    if record || o.calibrate {
         let path = files.manifest.clone().context("the model has no manifest.json to record into")?;
         let mut manifest = Manifest::load(&path)?;
+        manifest.calibration = calibration;
         manifest.scores = serde_json::Value::Object(scores);
         manifest.save(&path).with_context(|| format!("writing {}", path.display()))?;
         println!("recorded in {}", path.display());
@@ -74,7 +190,7 @@ pub fn run(files: Result<ModelFiles>, o: &EvalOptions) -> Result<()> {
 fn write_predictions(out: Option<&mut impl Write>, set: &str, preds: &[Prediction]) -> Result<()> {
     if let Some(out) = out {
         for p in preds {
-            let line = json!({"set": set, "id": p.id, "target": p.target, "gold": p.gold.as_str(), "predicted": p.predicted.as_str()});
+            let line = json!({"set": set, "id": p.id, "target": p.target, "gold": p.gold.as_str(), "predicted": p.predicted.as_str(), "probs": p.probs});
             writeln!(out, "{line}")?;
         }
         out.flush()?;

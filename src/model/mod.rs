@@ -18,7 +18,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 pub use hub::ModelSource;
-pub use manifest::Manifest;
+pub use manifest::{Calibration, Manifest, TargetInput};
 
 use crate::encoder::{Backend, BertConfig, FastEncoder};
 use crate::heads::Heads;
@@ -95,6 +95,29 @@ impl ModelFiles {
 
 fn read_to_string(path: &Path) -> Result<String, ModelError> {
     std::fs::read_to_string(path).map_err(|e| ModelError::Unreadable { path: path.to_path_buf(), reason: e.to_string() })
+}
+
+/// The tokenizer a manifest asks for: its window size and, for target-marker models, the
+/// marker tokens (checked to fit the encoder's positions).
+pub fn tokenizer_for(path: &Path, manifest: &Manifest, config: &BertConfig) -> Result<SentenceTokenizer, ModelError> {
+    let tokenizer = SentenceTokenizer::from_file(path, manifest.max_tokens)?;
+    match &manifest.target_input {
+        TargetInput::Pooled => Ok(tokenizer),
+        TargetInput::Markers { open, close } => {
+            let longest = manifest.max_tokens + 2 * crate::tokens::MAX_MARKED;
+            if longest > config.max_position_embeddings {
+                return Err(ModelError::Invalid {
+                    path: path.to_path_buf(),
+                    what: "model (manifest max_tokens with target markers)",
+                    reason: format!(
+                        "a marked window can reach {longest} tokens, more than the encoder's {} positions; lower max_tokens",
+                        config.max_position_embeddings
+                    ),
+                });
+            }
+            tokenizer.with_markers(path, open, close)
+        }
+    }
 }
 
 /// Reads `config.json`.
@@ -177,7 +200,7 @@ impl StanceModel {
             });
         }
         let config = load_config(&files.config)?;
-        let tokenizer = SentenceTokenizer::from_file(&files.tokenizer, manifest.max_tokens)?;
+        let tokenizer = tokenizer_for(&files.tokenizer, &manifest, &config)?;
         let tensors = merged_tensors(files, &device)?;
         let invalid = |what: &'static str, e: candle_core::Error| ModelError::Invalid {
             path: PathBuf::from(&files.origin),

@@ -1,10 +1,11 @@
-//! Training and evaluation data: NewsMTSC (targets) and VADER (sentence sentiment), turned
-//! into the same [`ArticleInput`]s the service scores.
+//! Training and evaluation data: NewsMTSC and conflict-stance (targets) and VADER (sentence
+//! sentiment), turned into the same [`ArticleInput`]s the service scores.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::mentions::matcher::ActorMatcher;
 use crate::pipeline::{ArticleInput, ExplicitMention, SpanInput};
 use crate::scores::Label;
 
@@ -162,12 +163,167 @@ pub fn vader(path: &Path, split: Split) -> Result<Vec<Example>, DataError> {
     Ok(out)
 }
 
+#[derive(Deserialize)]
+struct ConflictLine {
+    id: String,
+    text: String,
+    sentences: Vec<SpanInput>,
+    targets: Vec<ConflictTargetLine>,
+    #[serde(default)]
+    article: Vec<ArticleLabel>,
+}
+
+#[derive(Deserialize)]
+struct ConflictTargetLine {
+    sentence: usize,
+    actor: String,
+    start: usize,
+    end: usize,
+    label: i64,
+    #[serde(default)]
+    confidence: u8,
+}
+
+/// A labelled (sentence, actor) pair of a conflict-stance article.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConflictTarget {
+    /// Index into [`ConflictArticle::sentences`].
+    pub sentence: usize,
+    pub actor: String,
+    /// Byte offsets of the first mention of the actor in the sentence, into the article text.
+    pub start: usize,
+    pub end: usize,
+    pub label: Label,
+    /// 1 (judgement call) to 3 (any careful annotator agrees).
+    pub confidence: u8,
+}
+
+/// A holistic article label, −2..+2.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ArticleLabel {
+    pub actor: String,
+    pub label: i64,
+}
+
+/// A conflict-stance article: text, sentence spans, labelled pairs and article labels.
+#[derive(Debug, Clone)]
+pub struct ConflictArticle {
+    pub id: String,
+    pub text: String,
+    pub sentences: Vec<SpanInput>,
+    pub targets: Vec<ConflictTarget>,
+    pub article: Vec<ArticleLabel>,
+}
+
+/// Loads a conflict-stance JSONL file (one article per line), checking every offset.
+pub fn conflict_stance(path: &Path) -> Result<Vec<ConflictArticle>, DataError> {
+    let text = read(path)?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let bad = |reason: String| DataError::Bad { path: path.to_path_buf(), line: i + 1, reason };
+        let row: ConflictLine = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+        let span_ok = |a: usize, b: usize| a < b && b <= row.text.len() && row.text.is_char_boundary(a) && row.text.is_char_boundary(b);
+        for (k, s) in row.sentences.iter().enumerate() {
+            if !span_ok(s.start, s.end) {
+                return Err(bad(format!("sentence {k}: bad span {}..{}", s.start, s.end)));
+            }
+        }
+        let mut targets = Vec::with_capacity(row.targets.len());
+        for (k, t) in row.targets.into_iter().enumerate() {
+            let label = match t.label {
+                -1 => Label::Negative,
+                0 => Label::Neutral,
+                1 => Label::Positive,
+                other => return Err(bad(format!("target {k}: label {other} is not -1, 0 or 1"))),
+            };
+            let Some(s) = row.sentences.get(t.sentence) else {
+                return Err(bad(format!("target {k}: sentence {} does not exist", t.sentence)));
+            };
+            if !span_ok(t.start, t.end) || t.start < s.start || t.end > s.end {
+                return Err(bad(format!("target {k}: mention {}..{} is not inside sentence {}", t.start, t.end, t.sentence)));
+            }
+            targets.push(ConflictTarget {
+                sentence: t.sentence,
+                actor: t.actor,
+                start: t.start,
+                end: t.end,
+                label,
+                confidence: t.confidence,
+            });
+        }
+        out.push(ConflictArticle { id: row.id, text: row.text, sentences: row.sentences, targets, article: row.article });
+    }
+    Ok(out)
+}
+
+impl ConflictArticle {
+    /// One example per sentence with labelled pairs: the sentence alone as the text, each
+    /// labelled actor a target `t{k}`. The record gives the actor's first mention; with
+    /// `matcher` (the data set's lexicon) every other occurrence of the actor in the sentence is
+    /// added too, as the lexicon would find it end to end.
+    pub fn sentence_examples(&self, matcher: Option<&ActorMatcher>) -> Vec<Example> {
+        let mut by_sentence: std::collections::BTreeMap<usize, Vec<&ConflictTarget>> = Default::default();
+        for t in &self.targets {
+            by_sentence.entry(t.sentence).or_default().push(t);
+        }
+        by_sentence
+            .into_iter()
+            .map(|(si, targets)| {
+                let s = self.sentences[si];
+                let sentence = &self.text[s.start..s.end];
+                let found = matcher.map(|m| m.find(sentence)).unwrap_or_default();
+                let mut mentions = Vec::new();
+                let mut labels = Vec::new();
+                for (k, t) in targets.iter().enumerate() {
+                    let name = format!("t{k}");
+                    let given = (t.start - s.start, t.end - s.start);
+                    mentions.push(ExplicitMention { start: given.0, end: given.1, actor: name.clone() });
+                    if let Some(m) = matcher {
+                        for f in found.iter().filter(|f| m.actor_name(f.actor) == t.actor) {
+                            let overlaps = f.start < given.1 && given.0 < f.end;
+                            if !overlaps {
+                                mentions.push(ExplicitMention { start: f.start, end: f.end, actor: name.clone() });
+                            }
+                        }
+                    }
+                    labels.push(t.label);
+                }
+                Example {
+                    input: ArticleInput {
+                        id: format!("{}#{si}", self.id),
+                        text: sentence.to_string(),
+                        mentions: Some(mentions),
+                        actors: None,
+                        sentences: Some(vec![SpanInput { start: 0, end: sentence.len() }]),
+                    },
+                    targets: labels,
+                    sentence: None,
+                }
+            })
+            .collect()
+    }
+
+    /// The article as a user would send it: the text alone (sentences and mentions are the
+    /// engine's own).
+    pub fn end_to_end_input(&self) -> ArticleInput {
+        ArticleInput { id: self.id.clone(), text: self.text.clone(), ..Default::default() }
+    }
+}
+
 /// The files under a data folder (`../shared/data` by default).
 pub struct DataDir(pub PathBuf);
 
 impl DataDir {
     pub fn newsmtsc(&self, name: &str) -> PathBuf {
         self.0.join("newsmtsc").join(format!("{name}.jsonl"))
+    }
+    /// `conflict-stance/{name}.jsonl` (`train` or `dev`).
+    pub fn conflict(&self, name: &str) -> PathBuf {
+        self.0.join("conflict-stance").join(format!("{name}.jsonl"))
+    }
+    /// The conflict-stance lexicon (31 states).
+    pub fn conflict_actors(&self) -> PathBuf {
+        self.0.join("conflict-stance").join("actors.toml")
     }
     pub fn vader_nyt(&self) -> PathBuf {
         self.0.join("vader").join("nyt_editorial_snippets.tsv")
@@ -195,6 +351,51 @@ mod tests {
         assert_eq!(&ex[0].input.text[m[0].start..m[0].end], "Erdoğan");
         assert_eq!(&ex[0].input.text[m[1].start..m[1].end], "Putin");
         assert_eq!(ex[0].targets, vec![Label::Negative, Label::Neutral]);
+    }
+
+    #[test]
+    fn conflict_records_become_sentence_examples() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("dev.jsonl");
+        // Sentence 1 mentions Russia twice ("Moscow", "Russia"); the record gives the first.
+        let text = "Talks stall\n\nMoscow blamed Baku, and Russia walked out. Yerevan said nothing.";
+        let s1 = text.find("Moscow").unwrap();
+        let s2 = text.find("Yerevan").unwrap();
+        let line = serde_json::json!({
+            "id": "a1", "text": text,
+            "sentences": [{"start": 0, "end": 11}, {"start": s1, "end": s2 - 1}, {"start": s2, "end": text.len()}],
+            "targets": [
+                {"sentence": 1, "actor": "Russia", "start": s1, "end": s1 + 6, "label": -1, "confidence": 3},
+                {"sentence": 1, "actor": "Azerbaijan", "start": s1 + 14, "end": s1 + 18, "label": 0, "confidence": 2},
+                {"sentence": 2, "actor": "Armenia", "start": s2, "end": s2 + 7, "label": 0, "confidence": 3}
+            ],
+            "article": [{"actor": "Russia", "label": -2}]
+        });
+        std::fs::write(&p, format!("{line}\n")).unwrap();
+        let articles = conflict_stance(&p).unwrap();
+        assert_eq!(articles[0].article, vec![ArticleLabel { actor: "Russia".into(), label: -2 }]);
+        let explicit = articles[0].sentence_examples(None);
+        assert_eq!(explicit.len(), 2, "one example per sentence with labelled pairs");
+        let first = &explicit[0];
+        assert_eq!(first.targets, vec![Label::Negative, Label::Neutral]);
+        let m = first.input.mentions.as_ref().unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(&first.input.text[m[0].start..m[0].end], "Moscow");
+        assert_eq!(&first.input.text[m[1].start..m[1].end], "Baku");
+        // With the lexicon, the second mention of Russia is added to the same target.
+        let lexicon = crate::mentions::lexicon::Lexicon::default_actors();
+        let matcher = ActorMatcher::new(&lexicon).unwrap();
+        let full = articles[0].sentence_examples(Some(&matcher));
+        let m = full[0].input.mentions.as_ref().unwrap();
+        let russia: Vec<&str> = m.iter().filter(|x| x.actor == "t0").map(|x| &full[0].input.text[x.start..x.end]).collect();
+        assert_eq!(russia, vec!["Moscow", "Russia"]);
+        // A mention outside its sentence is refused with the line.
+        let mut bad = line.clone();
+        bad["targets"][2]["start"] = 0.into();
+        bad["targets"][2]["end"] = 5.into();
+        std::fs::write(&p, format!("{line}\n{bad}\n")).unwrap();
+        let err = conflict_stance(&p).unwrap_err().to_string();
+        assert!(err.contains("dev.jsonl:2") && err.contains("not inside sentence 2"), "{err}");
     }
 
     #[test]

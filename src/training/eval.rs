@@ -1,10 +1,11 @@
 //! Scoring labelled examples through the pipeline, exactly as the service would.
 
 use crate::error::EngineError;
+use crate::mentions::lexicon::Lexicon;
 use crate::pipeline::Engine;
-use crate::scores::Label;
-use crate::training::data::Example;
-use crate::training::metrics::Confusion;
+use crate::scores::{ArticleScore, Label};
+use crate::training::data::{ConflictArticle, Example};
+use crate::training::metrics::{self, Confusion};
 
 /// Examples per `score_many` call: enough to batch windows well, small enough for memory.
 const CHUNK: usize = 128;
@@ -16,6 +17,14 @@ pub struct Prediction {
     pub target: Option<usize>,
     pub gold: Label,
     pub predicted: Label,
+    /// Negative, neutral, positive.
+    pub probs: [f32; 3],
+}
+
+impl Prediction {
+    pub fn item(&self) -> ([f32; 3], Label) {
+        (self.probs, self.gold)
+    }
 }
 
 /// Scores `examples` and counts target labels (NewsMTSC) and sentence labels (VADER); also
@@ -29,23 +38,123 @@ pub fn evaluate(engine: &Engine, examples: &[Example]) -> Result<(Confusion, Con
         for (ex, res) in chunk.iter().zip(results) {
             let score = res?;
             if let Some(gold) = ex.sentence {
-                let predicted = score.sentences.first().map(|s| s.sentiment.label).unwrap_or(Label::Neutral);
-                sentences.add(gold, predicted);
-                predictions.push(Prediction { id: ex.input.id.clone(), target: None, gold, predicted });
+                let p = score.sentences.first().map(|s| s.sentiment).ok_or_else(|| EngineError::Compute(format!("{}: no sentence was scored", ex.input.id)))?;
+                sentences.add(gold, p.label);
+                predictions.push(Prediction { id: ex.input.id.clone(), target: None, gold, predicted: p.label, probs: p.probs() });
             }
             for (k, gold) in ex.targets.iter().enumerate() {
                 let name = format!("t{k}");
-                let predicted = score
+                let p = score
                     .sentences
                     .iter()
                     .flat_map(|s| s.actors.iter())
                     .find(|a| a.actor == name)
-                    .map(|a| a.polarity.label)
+                    .map(|a| a.polarity)
                     .ok_or_else(|| EngineError::Compute(format!("{}: target {name} was not scored", ex.input.id)))?;
-                targets.add(*gold, predicted);
-                predictions.push(Prediction { id: ex.input.id.clone(), target: Some(k), gold: *gold, predicted });
+                targets.add(*gold, p.label);
+                predictions.push(Prediction { id: ex.input.id.clone(), target: Some(k), gold: *gold, predicted: p.label, probs: p.probs() });
             }
         }
     }
     Ok((targets, sentences, predictions))
+}
+
+/// An article label against the article score the engine gave the actor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArticleItem {
+    pub id: String,
+    pub actor: String,
+    /// −2..+2.
+    pub gold: i64,
+    /// The actor's article score; `None` when the engine found no mention of it.
+    pub score: Option<f32>,
+}
+
+/// conflict-stance scored as a user would: the text alone, the data set's lexicon, the
+/// engine's own sentences and mentions.
+#[derive(Debug, Clone, Default)]
+pub struct EndToEnd {
+    /// Gold pairs against predictions; a pair whose actor the engine found in no sentence
+    /// overlapping the gold sentence counts as predicted neutral.
+    pub pairs: Confusion,
+    /// Gold pairs whose actor was found.
+    pub found: usize,
+    pub articles: Vec<ArticleItem>,
+}
+
+impl EndToEnd {
+    /// Share of non-zero article labels whose sign the article score has (a score of exactly 0,
+    /// or an actor not found, agrees with no sign), and how many such labels there are.
+    pub fn sign_agreement(&self) -> (f64, usize, usize) {
+        let nonzero: Vec<&ArticleItem> = self.articles.iter().filter(|a| a.gold != 0).collect();
+        let agree = nonzero
+            .iter()
+            .filter(|a| {
+                let s = a.score.unwrap_or(0.0);
+                (a.gold > 0 && s > 0.0) || (a.gold < 0 && s < 0.0)
+            })
+            .count();
+        (agree as f64 / nonzero.len().max(1) as f64, agree, nonzero.len())
+    }
+
+    /// Spearman's correlation of article labels and scores over all labelled (article, actor)
+    /// pairs (an actor not found scores 0).
+    pub fn spearman(&self) -> Option<f64> {
+        let gold: Vec<f64> = self.articles.iter().map(|a| a.gold as f64).collect();
+        let score: Vec<f64> = self.articles.iter().map(|a| a.score.unwrap_or(0.0) as f64).collect();
+        metrics::spearman(&gold, &score)
+    }
+}
+
+/// Articles per `score_many` call.
+const ARTICLE_CHUNK: usize = 8;
+
+/// Scores `articles` end to end with `lexicon` as the request's actors.
+pub fn evaluate_end_to_end(engine: &Engine, articles: &[ConflictArticle], lexicon: &Lexicon) -> Result<EndToEnd, EngineError> {
+    let mut out = EndToEnd::default();
+    for chunk in articles.chunks(ARTICLE_CHUNK) {
+        let inputs = chunk
+            .iter()
+            .map(|a| {
+                let mut input = a.end_to_end_input();
+                input.actors = Some(lexicon.actors.clone());
+                input
+            })
+            .collect();
+        for (article, res) in chunk.iter().zip(engine.score_many(inputs)) {
+            let score = res?;
+            for t in &article.targets {
+                let predicted = match match_pair(&score, article, t) {
+                    Some(label) => {
+                        out.found += 1;
+                        label
+                    }
+                    None => Label::Neutral,
+                };
+                out.pairs.add(t.label, predicted);
+            }
+            for a in &article.article {
+                let score = score.actors.iter().find(|x| x.actor == a.actor).map(|x| x.score);
+                out.articles.push(ArticleItem { id: article.id.clone(), actor: a.actor.clone(), gold: a.label, score });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The engine's label for a gold pair: the actor in the engine's sentence that holds the gold
+/// mention, else in any engine sentence overlapping the gold sentence.
+fn match_pair(score: &ArticleScore, article: &ConflictArticle, t: &crate::training::data::ConflictTarget) -> Option<Label> {
+    let gold = article.sentences[t.sentence];
+    let overlapping = score.sentences.iter().filter(|s| s.start < gold.end && gold.start < s.end);
+    let mut fallback = None;
+    for s in overlapping {
+        if let Some(a) = s.actors.iter().find(|a| a.actor == t.actor) {
+            if s.start <= t.start && t.start < s.end {
+                return Some(a.polarity.label);
+            }
+            fallback.get_or_insert(a.polarity.label);
+        }
+    }
+    fallback
 }

@@ -29,10 +29,10 @@ use crate::batches::{self, Batch, BatchLimits, WindowInput};
 use crate::encoder::{Backend, Encoder, Precision};
 use crate::heads::Heads;
 use crate::mentions::lexicon::Lexicon;
-use crate::model::manifest::{HeadsConfig, Manifest, LABELS};
+use crate::mentions::matcher::ActorMatcher;
+use crate::model::manifest::{HeadsConfig, Manifest, TargetInput, LABELS};
 use crate::model::{self, ModelFiles, StanceModel};
 use crate::pipeline::{Engine, Limits};
-use crate::tokens::SentenceTokenizer;
 use crate::training::data::{self, DataDir, Example, Split};
 use crate::scores::Label;
 use crate::training::eval::evaluate;
@@ -53,6 +53,13 @@ pub struct TrainConfig {
     pub head_hidden: usize,
     pub max_tokens: usize,
     pub sentence_epochs: usize,
+    /// Wrap each judged actor's mentions in these two vocabulary tokens (one encoder pass per
+    /// sentence and actor); `None`: pool mention states from one pass per sentence.
+    pub markers: Option<(String, String)>,
+    /// Train on conflict-stance train besides NewsMTSC train (and choose on its dev too).
+    pub conflict: bool,
+    /// How many times each conflict-stance pair is seen per epoch.
+    pub conflict_repeat: usize,
     /// Use only the first N sentences of every data set, dev sets included (smoke tests and
     /// the reproducibility test); 0 = all.
     pub limit: usize,
@@ -73,6 +80,9 @@ impl Default for TrainConfig {
             head_hidden: 256,
             max_tokens: 128,
             sentence_epochs: 40,
+            markers: None,
+            conflict: false,
+            conflict_repeat: 1,
             limit: 0,
         }
     }
@@ -85,6 +95,13 @@ struct Item {
     labels: Vec<u32>,
     /// Output of the frozen layers for the window's real tokens, `[len, hidden]`.
     prefix: Tensor,
+}
+
+impl Item {
+    /// A copy for repeated sampling (the frozen prefix is filled in later, once per copy).
+    fn clone_window(&self) -> Item {
+        Item { window: self.window.clone(), labels: self.labels.clone(), prefix: self.prefix.clone() }
+    }
 }
 
 /// Trains a model from the base encoder in `base` and writes the complete model folder to
@@ -104,7 +121,10 @@ pub fn train(base: &ModelFiles, data_dir: &Path, out: &Path, cfg: &TrainConfig, 
     let varmap = VarMap::new();
     {
         let mut vars = varmap.data().lock().expect("varmap lock");
-        for (name, t) in model::merged_tensors(base, &device)? {
+        // From the base encoder alone: a folder's own trained overrides (stance.safetensors)
+        // are ignored, so that retraining a model folder repeats, not continues, its training.
+        let base_only = ModelFiles { stance: None, ..base.clone() };
+        for (name, t) in model::merged_tensors(&base_only, &device)? {
             vars.insert(name, Var::from_tensor(&t)?);
         }
     }
@@ -136,16 +156,22 @@ pub fn train(base: &ModelFiles, data_dir: &Path, out: &Path, cfg: &TrainConfig, 
         }
         (enc, hd, names)
     };
+    let target_input = match &cfg.markers {
+        None => TargetInput::Pooled,
+        Some((open, close)) => TargetInput::Markers { open: open.clone(), close: close.clone() },
+    };
     let manifest = Manifest {
         name: name.to_string(),
         version: version.to_string(),
         max_tokens: cfg.max_tokens,
         labels: LABELS.iter().map(|s| s.to_string()).collect(),
         heads: heads_cfg.clone(),
+        target_input,
+        calibration: Default::default(),
         training: serde_json::Value::Null,
         scores: serde_json::Value::Null,
     };
-    let tokenizer = SentenceTokenizer::from_file(&base.tokenizer, cfg.max_tokens)?;
+    let tokenizer = model::tokenizer_for(&base.tokenizer, &manifest, &config)?;
     let stance_model =
         StanceModel { tokenizer, encoder: Backend::Reference(encoder), heads, manifest: manifest.clone(), files: base.clone() };
     let engine = Engine::new(stance_model, Lexicon::default_actors(), Limits::default())?;
@@ -156,6 +182,27 @@ pub fn train(base: &ModelFiles, data_dir: &Path, out: &Path, cfg: &TrainConfig, 
     let mt_dev = limited(data::newsmtsc(&data.newsmtsc("mt_dev"))?, cfg.limit);
     let mut items = windows_with_labels(&engine, &train_ex)?;
     tracing::info!(sentences = train_ex.len(), windows = items.len(), "NewsMTSC train loaded");
+    // conflict-stance: train pairs with every lexicon occurrence of the actor marked, as end to
+    // end; dev with the records' own mentions (the explicit score).
+    let (conflict_train, conflict_dev) = if cfg.conflict {
+        let lexicon = Lexicon::from_toml_file(&data.conflict_actors())?;
+        let matcher = ActorMatcher::new(&lexicon)?;
+        let examples = |name: &str, m: Option<&ActorMatcher>| -> Result<Vec<Example>> {
+            let articles = data::conflict_stance(&data.conflict(name))?;
+            Ok(limited(articles.iter().flat_map(|a| a.sentence_examples(m)).collect(), cfg.limit))
+        };
+        (examples("train", Some(&matcher))?, examples("dev", None)?)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let newsmtsc_items = items.len();
+    if !conflict_train.is_empty() {
+        let conflict_items = windows_with_labels(&engine, &conflict_train)?;
+        tracing::info!(sentences = conflict_train.len(), windows = conflict_items.len(), repeat = cfg.conflict_repeat, "conflict-stance train loaded");
+        for _ in 0..cfg.conflict_repeat.max(1) {
+            items.extend(conflict_items.iter().map(Item::clone_window));
+        }
+    }
 
     // Cache the frozen layers' output.
     let t0 = Instant::now();
@@ -210,13 +257,22 @@ pub fn train(base: &ModelFiles, data_dir: &Path, out: &Path, cfg: &TrainConfig, 
         }
         let (rw, _, _) = evaluate(&engine, &rw_dev)?;
         let (mt, _, _) = evaluate(&engine, &mt_dev)?;
-        let mean = (rw.f1_macro() + mt.f1_macro()) / 2.0;
-        tracing::info!(epoch, rw_dev = rw.f1_macro(), mt_dev = mt.f1_macro(), "dev F1-macro");
+        let newsmtsc_mean = (rw.f1_macro() + mt.f1_macro()) / 2.0;
+        // With conflict-stance: the users' domain and NewsMTSC count half each, so that neither
+        // domain is bought with the other.
+        let conflict = if conflict_dev.is_empty() { None } else { Some(evaluate(&engine, &conflict_dev)?.0.f1_macro()) };
+        let mean = match conflict {
+            Some(c) => (c + newsmtsc_mean) / 2.0,
+            None => newsmtsc_mean,
+        };
+        tracing::info!(epoch, rw_dev = rw.f1_macro(), mt_dev = mt.f1_macro(), conflict_dev = ?conflict, selection = mean, "dev F1-macro");
         history.push(json!({
             "epoch": epoch,
             "train_loss": loss_sum / order.len() as f64,
             "rw_dev_f1_macro": rw.f1_macro(),
             "mt_dev_f1_macro": mt.f1_macro(),
+            "conflict_dev_explicit_f1_macro": conflict,
+            "selection": mean,
             "seconds": epoch_start.elapsed().as_secs(),
         }));
         if best.as_ref().is_none_or(|(b, _, _)| mean > *b) {
@@ -249,7 +305,14 @@ pub fn train(base: &ModelFiles, data_dir: &Path, out: &Path, cfg: &TrainConfig, 
         "data": {
             "targets": "NewsMTSC train.jsonl (Hamborg & Donnay 2021, MIT)",
             "targets_sentences": train_ex.len(),
-            "targets_windows": items.len(),
+            "targets_windows": newsmtsc_items,
+            "conflict": if cfg.conflict { json!({
+                "source": "conflict-stance train.jsonl (synthetic articles, GUIDELINE.md labels); every lexicon occurrence (actors.toml) of a labelled actor marked",
+                "sentences": conflict_train.len(),
+                "windows_per_epoch": items.len() - newsmtsc_items,
+                "repeat": cfg.conflict_repeat,
+            }) } else { serde_json::Value::Null },
+            "selection": if cfg.conflict { "epoch with the best mean of conflict-stance dev (explicit) F1-macro and the NewsMTSC dev mean (rw_dev + mt_dev) / 2" } else { "epoch with the best mean of NewsMTSC rw_dev and mt_dev F1-macro" },
             "sentences": format!("VADER nyt_editorial_snippets.tsv + tweets.tsv (Hutto & Gilbert 2014, MIT), fixed FNV-1a id split 70/10/20 train/dev/test, valence < -{t} negative, > +{t} positive, else neutral", t = data::VADER_THRESHOLD),
         },
         "config": cfg,
