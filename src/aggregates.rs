@@ -6,6 +6,10 @@
 //! and label always agree. Confident sentences count more than hesitant ones, and confident
 //! neutral sentences pull the score toward 0, as they should for a mostly factual article.
 //! The article's sentiment is the same mean over all its sentences.
+//!
+//! A sentence that repeats an earlier one of the article (the same words, ignoring case,
+//! punctuation and spacing: scraped pages repeat blocks, teasers and captions) counts once;
+//! every copy is still scored and returned.
 
 use std::collections::BTreeMap;
 
@@ -25,10 +29,26 @@ pub fn weighted_mean(items: impl IntoIterator<Item = Polarity>) -> Option<Polari
     (total > 0.0).then(|| Polarity::from_probs(acc.map(|a| (a / total) as f32)))
 }
 
+/// The sentences that count in aggregates: each distinct sentence once, at its first place.
+fn counted(sentences: &[SentenceScore]) -> impl Iterator<Item = &SentenceScore> {
+    let mut seen = std::collections::HashSet::new();
+    sentences.iter().filter(move |s| {
+        let key: String = s
+            .text
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(|w| w.to_lowercase())
+            .collect::<Vec<_>>()
+            .join(" ");
+        // A segment without words (a lone symbol) is never a repeat.
+        key.is_empty() || seen.insert(key)
+    })
+}
+
 /// Per-actor aggregates, most mentioned first (ties by name).
 pub fn actors(sentences: &[SentenceScore]) -> Vec<ActorAggregate> {
     let mut by_actor: BTreeMap<&str, Vec<(usize, &crate::scores::SentenceActor)>> = BTreeMap::new();
-    for s in sentences {
+    for s in counted(sentences) {
         for a in &s.actors {
             by_actor.entry(a.actor.as_str()).or_default().push((s.index, a));
         }
@@ -61,7 +81,7 @@ pub fn actors(sentences: &[SentenceScore]) -> Vec<ActorAggregate> {
 
 /// The article's sentiment over all sentences (neutral 0 for an article with none).
 pub fn article_sentiment(sentences: &[SentenceScore]) -> ArticleSentiment {
-    match weighted_mean(sentences.iter().map(|s| s.sentiment)) {
+    match weighted_mean(counted(sentences).map(|s| s.sentiment)) {
         Some(p) => ArticleSentiment { label: p.label, score: p.score },
         None => ArticleSentiment { label: Label::Neutral, score: 0.0 },
     }
@@ -84,7 +104,7 @@ mod tests {
             char_start: 0,
             char_end: 0,
             kind: SentenceKind::Sentence,
-            text: String::new(),
+            text: format!("Sentence number {index}."),
             windows: 1,
             sentiment: pol([0.2, 0.6, 0.2]),
             actors: actors
@@ -120,6 +140,29 @@ mod tests {
         assert_eq!(a[1].actor, "Turkey");
         assert_eq!(a[1].evidence, Evidence { most_negative: 0, most_positive: 0 });
         assert_eq!(a[1].label, Label::Neutral);
+    }
+
+    #[test]
+    fn a_repeated_sentence_counts_once() {
+        let mut s = vec![
+            sentence(0, vec![("Russia", [0.8, 0.1, 0.1])]),
+            sentence(1, vec![("Russia", [0.1, 0.1, 0.8])]),
+            sentence(2, vec![("Russia", [0.1, 0.1, 0.8])]),
+            sentence(3, vec![("Russia", [0.1, 0.1, 0.8])]),
+        ];
+        // Sentences 2 and 3 repeat 1 up to case, punctuation and spacing.
+        s[1].text = "Share: Moscow wins!".into();
+        s[2].text = "share  moscow WINS".into();
+        s[3].text = "Share — Moscow wins.".into();
+        let a = &actors(&s)[0];
+        assert_eq!((a.sentences, a.negative, a.positive), (2, 1, 1));
+        assert!(a.score.abs() < 1e-6, "one negative and one positive sentence: {}", a.score);
+        s[3].text = "Share: Moscow wins again.".into();
+        assert_eq!(actors(&s)[0].sentences, 3);
+        // Symbols alone are never repeats.
+        s[2].text = "*".into();
+        s[3].text = "*".into();
+        assert_eq!(actors(&s)[0].sentences, 4);
     }
 
     #[test]
