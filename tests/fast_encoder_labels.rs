@@ -27,6 +27,8 @@ fn fast_and_reference_encoders_agree_on_dev_labels() {
     let reference = eval(&dir.path().join("reference.jsonl"), true);
     assert_eq!(fast.len(), reference.len());
     assert!(fast.len() > 1000, "{} predictions", fast.len());
-    let differ: Vec<_> = fast.iter().zip(&reference).filter(|(a, b)| a != b).collect();
+    // Labels must be equal; probabilities (also in the lines) may differ in the last bits.
+    let key = |v: &serde_json::Value| (v["set"].clone(), v["id"].clone(), v["target"].clone(), v["predicted"].clone());
+    let differ: Vec<_> = fast.iter().zip(&reference).filter(|(a, b)| key(a) != key(b)).collect();
     assert!(differ.is_empty(), "{} of {} labels differ, e.g. {:?}", differ.len(), fast.len(), differ.first());
 }
