@@ -19,19 +19,17 @@ pub struct WindowInput {
     pub targets: Vec<Vec<Range<usize>>>,
 }
 
-/// Limits on one batch.
+/// Tokens per encoder batch unless configured (`--max-batch-tokens`), counted as the backend
+/// computes them.
+pub const DEFAULT_MAX_BATCH_TOKENS: usize = 8192;
+
+/// Limits on one padded batch.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchLimits {
     /// Padded tokens per batch (`rows * longest`).
     pub max_tokens: usize,
     /// Windows per batch.
     pub max_rows: usize,
-}
-
-impl Default for BatchLimits {
-    fn default() -> Self {
-        Self { max_tokens: 2048, max_rows: 64 }
-    }
 }
 
 /// Groups window indices into batches of similar length, longest first within the order of

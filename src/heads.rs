@@ -14,6 +14,7 @@ use crate::batches::Batch;
 use crate::model::manifest::HeadsConfig;
 
 /// `Linear → GELU → Linear(3)`.
+#[derive(Clone)]
 pub struct Mlp {
     fc1: Linear,
     fc2: Linear,
@@ -33,7 +34,8 @@ impl Mlp {
     }
 }
 
-/// The target (stance) and sentence (sentiment) heads.
+/// The target (stance) and sentence (sentiment) heads. A clone shares the weights.
+#[derive(Clone)]
 pub struct Heads {
     pub target: Mlp,
     pub sentence: Mlp,

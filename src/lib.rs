@@ -1,12 +1,13 @@
 //! stance: how news articles portray named actors.
 //!
 //! The data's way through the crate, one module per stage:
-//! text → [`sentences`] → [`mentions`] → [`tokens`] → [`batches`] → [`encoder`] → [`heads`] →
-//! [`aggregates`] → [`scores`] (the JSON shape). [`pipeline`] strings the stages together and is
-//! the only place that scores; [`model`] loads model folders; [`training`] fits and evaluates
-//! the heads.
+//! text → [`sentences`] → [`mentions`] → [`tokens`] → [`batches`] → [`backend`] (an
+//! [`encoder`] with its pooling and [`heads`]) → [`aggregates`] → [`scores`] (the JSON shape).
+//! [`pipeline`] strings the stages together and is the only place that scores; [`model`] loads
+//! model folders; [`training`] fits and evaluates the heads.
 
 pub mod aggregates;
+pub mod backend;
 pub mod batches;
 pub mod client;
 pub mod encoder;

@@ -4,17 +4,16 @@
 //!
 //! Scoring is split in three steps so that a server can batch windows of many articles
 //! together: [`Engine::prepare`] (CPU-light, validates the input), [`Engine::run_windows`]
-//! (the encoder and heads, batched by length) and [`Engine::finish`] (aggregation).
+//! (the model's [`Backend`](crate::backend::Backend), batched by its token budget) and
+//! [`Engine::finish`] (aggregation).
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use candle_core::{Tensor, D};
 use serde::{Deserialize, Serialize};
 
 use crate::aggregates;
-use crate::batches::{self, Batch, BatchLimits, WindowInput};
-use crate::encoder::{Backend, Encoder, FastEncoder, Precision};
+use crate::batches::{self, WindowInput};
 use crate::error::{EngineError, InputError};
 use crate::mentions::lexicon::{ActorDef, Lexicon};
 use crate::mentions::matcher::ActorMatcher;
@@ -71,7 +70,7 @@ impl Default for Limits {
     }
 }
 
-/// Probabilities for one window.
+/// Calibrated probabilities for one window.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowScores {
     pub sentence: [f32; 3],
@@ -116,13 +115,13 @@ pub struct Engine {
     lexicon: Lexicon,
     matcher: ActorMatcher,
     limits: Limits,
-    batch_limits: BatchLimits,
+    max_batch_tokens: usize,
 }
 
 impl Engine {
     pub fn new(model: StanceModel, lexicon: Lexicon, limits: Limits) -> Result<Self, EngineError> {
         let matcher = ActorMatcher::new(&lexicon).map_err(InputError::Actors)?;
-        Ok(Self { model, lexicon, matcher, limits, batch_limits: BatchLimits::default() })
+        Ok(Self { model, lexicon, matcher, limits, max_batch_tokens: batches::DEFAULT_MAX_BATCH_TOKENS })
     }
 
     pub fn model(&self) -> &StanceModel {
@@ -172,77 +171,34 @@ impl Engine {
         prepare(&self.model.tokenizer, &self.matcher, &self.limits, input)
     }
 
-    /// Runs the encoder and heads over windows (of any articles), batched by length.
+    /// Runs the backend over windows (of any articles), in batches of at most
+    /// [`Engine::max_batch_tokens`], and turns its logits into calibrated probabilities.
     pub fn run_windows(&self, windows: &[&WindowInput]) -> candle_core::Result<Vec<WindowScores>> {
-        match &self.model.encoder {
-            Backend::Fast(enc) => self.run_fast(enc, windows),
-            Backend::Reference(enc) => self.run_reference(enc, windows),
-        }
+        let cal = self.model.manifest.calibration;
+        let logits = self.model.backend.score(windows, self.max_batch_tokens)?;
+        Ok(logits
+            .into_iter()
+            .map(|l| WindowScores {
+                sentence: softmax(l.sentence, cal.sentence_temperature),
+                targets: l.targets.into_iter().map(|t| softmax(t, cal.target_temperature)).collect(),
+            })
+            .collect())
     }
 
-    /// The serving path: windows packed without padding, in order, up to the token budget.
-    fn run_fast(&self, enc: &FastEncoder, windows: &[&WindowInput]) -> candle_core::Result<Vec<WindowScores>> {
-        let mut out = Vec::with_capacity(windows.len());
-        let device = candle_core::Device::Cpu;
-        let h = enc.hidden_size();
-        let cal = self.model.manifest.calibration;
-        for group in batches::pack(windows, self.batch_limits.max_tokens) {
-            let seqs: Vec<&[u32]> = group.iter().map(|w| w.ids.as_slice()).collect();
-            let hidden = enc.forward(&seqs)?;
-            let mut sentence = Vec::with_capacity(group.len() * h);
-            let mut mention = Vec::new();
-            let mut target_rows = Vec::new();
-            let mut index = Vec::new();
-            let mut offset = 0;
-            for (r, w) in group.iter().enumerate() {
-                let n = w.ids.len();
-                let rows = &hidden[offset * h..(offset + n) * h];
-                sentence.extend(batches::mean_rows(rows, h, 0..n));
-                for spans in &w.targets {
-                    mention.extend(batches::mean_rows(rows, h, batches::unique_positions(spans, n)));
-                    target_rows.push(r as u32);
-                    index.push(r);
-                }
-                offset += n;
-            }
-            let sentence = Tensor::from_vec(sentence, (group.len(), h), &device)?;
-            let n_targets = target_rows.len();
-            let mention = if n_targets == 0 { None } else { Some(Tensor::from_vec(mention, (n_targets, h), &device)?) };
-            let target_rows = Tensor::from_vec(target_rows, n_targets, &device)?;
-            let logits = self.model.heads.classify(&sentence, mention.as_ref(), &target_rows, None)?;
-            let mut per_row: Vec<WindowScores> =
-                probs(&logits.sentence, cal.sentence_temperature)?.into_iter().map(|s| WindowScores { sentence: s, targets: Vec::new() }).collect();
-            for (row, p) in index.into_iter().zip(probs(&logits.target, cal.target_temperature)?) {
-                per_row[row].targets.push(p);
-            }
-            out.extend(per_row);
-        }
-        Ok(out)
+    /// What a batch of these windows costs the backend, in tokens (for batching and metrics).
+    pub fn batch_tokens(&self, windows: &[&WindowInput]) -> usize {
+        self.model.backend.batch_tokens(windows)
     }
 
-    /// The reference path (candle ops, padded batches grouped by length): training and parity.
-    fn run_reference(&self, enc: &Encoder, windows: &[&WindowInput]) -> candle_core::Result<Vec<WindowScores>> {
-        let lengths: Vec<usize> = windows.iter().map(|w| w.ids.len()).collect();
-        let mut out: Vec<Option<WindowScores>> = vec![None; windows.len()];
-        let device = enc.device();
-        let cal = self.model.manifest.calibration;
-        for group in batches::plan(&lengths, self.batch_limits) {
-            let members: Vec<&WindowInput> = group.iter().map(|&i| windows[i]).collect();
-            let batch = Batch::build(&members, device)?;
-            let hidden = enc.forward(&batch.ids, &batch.mask, Precision::Fused)?;
-            let logits = self.model.heads.forward(&hidden, &batch, None)?;
-            let sentence = probs(&logits.sentence, cal.sentence_temperature)?;
-            let target = probs(&logits.target, cal.target_temperature)?;
-            let mut per_row: Vec<WindowScores> =
-                sentence.into_iter().map(|s| WindowScores { sentence: s, targets: Vec::new() }).collect();
-            for ((row, _), p) in batch.target_index.iter().zip(target) {
-                per_row[*row].targets.push(p);
-            }
-            for (&i, s) in group.iter().zip(per_row) {
-                out[i] = Some(s);
-            }
-        }
-        Ok(out.into_iter().map(|s| s.expect("every window is in one batch")).collect())
+    /// The token budget of one backend batch.
+    pub fn max_batch_tokens(&self) -> usize {
+        self.max_batch_tokens
+    }
+
+    /// Sets the token budget of one backend batch (the server's `--max-batch-tokens`).
+    pub fn with_max_batch_tokens(mut self, tokens: usize) -> Self {
+        self.max_batch_tokens = tokens.max(1);
+        self
     }
 
     /// Turns window scores into the article's result.
@@ -406,14 +362,13 @@ input: ArticleInput,
     Ok(Prepared { id, text, sentences: prepared, windows })
 }
 
-/// Softmax rows of `[n, 3]` logits at temperature `t`.
-fn probs(logits: &Tensor, t: f32) -> candle_core::Result<Vec<[f32; 3]>> {
-    if logits.dim(0)? == 0 {
-        return Ok(Vec::new());
-    }
-    let logits = if t == 1.0 { logits.clone() } else { (logits / t as f64)? };
-    let p = candle_nn::ops::softmax(&logits, D::Minus1)?.to_vec2::<f32>()?;
-    Ok(p.into_iter().map(|r| [r[0], r[1], r[2]]).collect())
+/// Softmax of one window's logits at temperature `t`.
+fn softmax(logits: [f32; 3], t: f32) -> [f32; 3] {
+    let z = logits.map(|x| x / t);
+    let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e = z.map(|x| (x - m).exp());
+    let total: f32 = e.iter().sum();
+    e.map(|x| x / total)
 }
 
 /// Weighted mean of probability vectors.
@@ -569,6 +524,16 @@ mod tests {
         let p = prepare(&bundled_tokenizer(), &matcher, &Limits::default(), input).unwrap();
         assert_eq!(p.windows.len(), 2);
         assert_eq!(p.windows[0].targets.len(), 2);
+    }
+
+    #[test]
+    fn softmax_at_a_temperature() {
+        let p = softmax([1.0, 2.0, 3.0], 1.0);
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!((p[2] - 0.66524096).abs() < 1e-6, "{p:?}");
+        // A higher temperature flattens, the order stays.
+        let q = softmax([1.0, 2.0, 3.0], 2.0);
+        assert!(q[2] < p[2] && q[0] > p[0] && q[2] > q[1]);
     }
 
     #[test]

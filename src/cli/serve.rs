@@ -20,7 +20,7 @@ pub struct ServeOpts {
     #[arg(long, env = "STANCE_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
     /// Tokens per encoder batch (all windows; the encoder packs them without padding).
-    #[arg(long, env = "STANCE_MAX_BATCH_TOKENS", default_value_t = 8192)]
+    #[arg(long, env = "STANCE_MAX_BATCH_TOKENS", default_value_t = stance::batches::DEFAULT_MAX_BATCH_TOKENS)]
     pub max_batch_tokens: usize,
     /// How long a batch waits for more requests once it has one, in milliseconds.
     #[arg(long, env = "STANCE_MAX_BATCH_WAIT_MS", default_value_t = 5)]

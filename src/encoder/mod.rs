@@ -64,13 +64,6 @@ impl BertConfig {
 
 pub use fast::FastEncoder;
 
-/// The encoder a model runs: the packed fast path for serving, or the candle-op encoder whose
-/// weights can be trained (and which serves as the reference).
-pub enum Backend {
-    Fast(FastEncoder),
-    Reference(Encoder),
-}
-
 /// Which kernels the forward pass uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
@@ -80,6 +73,7 @@ pub enum Precision {
     Differentiable,
 }
 
+#[derive(Clone)]
 struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
@@ -109,6 +103,7 @@ fn linear(vb: VarBuilder, inp: usize, out: usize) -> Result<Linear> {
     Ok(Linear::new(vb.get((out, inp), "weight")?, Some(vb.get(out, "bias")?)))
 }
 
+#[derive(Clone)]
 struct Layer {
     query: Linear,
     key: Linear,
@@ -162,7 +157,10 @@ impl Layer {
     }
 }
 
-/// A BERT encoder: embeddings and `num_hidden_layers` transformer layers (no pooler).
+/// A BERT encoder: embeddings and `num_hidden_layers` transformer layers (no pooler). A clone
+/// shares the weights (candle tensors are reference-counted; training's updates are seen by
+/// every clone).
+#[derive(Clone)]
 pub struct Encoder {
     word: Embedding,
     position: Embedding,

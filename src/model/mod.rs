@@ -20,7 +20,8 @@ use candle_nn::VarBuilder;
 pub use hub::ModelSource;
 pub use manifest::{Calibration, Manifest, TargetInput};
 
-use crate::encoder::{Backend, BertConfig, FastEncoder};
+use crate::backend::{Backend, FastBackend, ReferenceBackend};
+use crate::encoder::{BertConfig, Encoder, FastEncoder};
 use crate::heads::Heads;
 use crate::tokens::SentenceTokenizer;
 
@@ -168,11 +169,11 @@ pub fn merged_tensors(files: &ModelFiles, device: &Device) -> Result<HashMap<Str
     Ok(tensors)
 }
 
-/// A loaded model: tokenizer, encoder, heads and the manifest's description.
+/// A loaded model: tokenizer, backend (encoder, pooling and heads) and the manifest's
+/// description.
 pub struct StanceModel {
     pub tokenizer: SentenceTokenizer,
-    pub encoder: Backend,
-    pub heads: Heads,
+    pub backend: Box<dyn Backend>,
     pub manifest: Manifest,
     pub files: ModelFiles,
 }
@@ -208,12 +209,12 @@ impl StanceModel {
             reason: e.to_string(),
         };
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
-        let encoder = if fast {
-            Backend::Fast(FastEncoder::load(vb.clone(), &config).map_err(|e| invalid("encoder", e))?)
-        } else {
-            Backend::Reference(crate::encoder::Encoder::load(vb.clone(), &config).map_err(|e| invalid("encoder", e))?)
-        };
         let heads = Heads::load(vb.pp("heads"), &manifest.heads).map_err(|e| invalid("stance heads", e))?;
-        Ok(Self { tokenizer, encoder, heads, manifest, files: files.clone() })
+        let backend: Box<dyn Backend> = if fast {
+            Box::new(FastBackend::new(FastEncoder::load(vb, &config).map_err(|e| invalid("encoder", e))?, heads))
+        } else {
+            Box::new(ReferenceBackend::new(Encoder::load(vb, &config).map_err(|e| invalid("encoder", e))?, heads))
+        };
+        Ok(Self { tokenizer, backend, manifest, files: files.clone() })
     }
 }

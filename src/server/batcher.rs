@@ -90,7 +90,7 @@ fn compute_large(engine: &Engine, job: Job, max_tokens: usize) {
         }
         let started = Instant::now();
         let result = engine.run_windows(&piece);
-        metrics::batch(1, piece.len(), piece.iter().map(|w| w.ids.len()).sum(), started.elapsed());
+        metrics::batch(1, piece.len(), engine.batch_tokens(&piece), started.elapsed());
         match result {
             Ok(s) => scores.extend(s),
             Err(e) => {
@@ -111,7 +111,7 @@ fn compute(engine: &Engine, mut jobs: Vec<Job>, tokens: usize, max_tokens: usize
     let windows: Vec<&WindowInput> = jobs.iter().flat_map(|j| j.windows.iter()).collect();
     let started = Instant::now();
     let result = engine.run_windows(&windows);
-    metrics::batch(jobs.len(), windows.len(), tokens, started.elapsed());
+    metrics::batch(jobs.len(), windows.len(), engine.batch_tokens(&windows), started.elapsed());
     match result {
         Ok(scores) => {
             let mut scores = scores.into_iter();

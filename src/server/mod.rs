@@ -62,7 +62,7 @@ impl Default for ServerConfig {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             metrics_addr: None,
-            batch: BatchConfig { max_batch_tokens: 8192, max_batch_wait: Duration::from_millis(5) },
+            batch: BatchConfig { max_batch_tokens: crate::batches::DEFAULT_MAX_BATCH_TOKENS, max_batch_wait: Duration::from_millis(5) },
             max_queue: 1024,
             compute_threads: 1,
             max_message_bytes: 16 << 20,
@@ -80,7 +80,8 @@ struct Core {
 
 impl Core {
     fn start(engine: Engine, config: &ServerConfig) -> std::io::Result<Self> {
-        let engine = Arc::new(engine);
+        // One token budget from the flag to the encoder call.
+        let engine = Arc::new(engine.with_max_batch_tokens(config.batch.max_batch_tokens));
         let queue = Arc::new(Queue::new(config.max_queue));
         let threads = (0..config.compute_threads.max(1))
             .map(|i| batcher::spawn(i, engine.clone(), queue.clone(), config.batch))

@@ -25,8 +25,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
+use crate::backend::{reference, ReferenceBackend};
 use crate::batches::{self, Batch, BatchLimits, WindowInput};
-use crate::encoder::{Backend, Encoder, Precision};
+use crate::encoder::{Encoder, Precision};
 use crate::heads::Heads;
 use crate::mentions::lexicon::Lexicon;
 use crate::mentions::matcher::ActorMatcher;
@@ -87,6 +88,9 @@ impl Default for TrainConfig {
         }
     }
 }
+
+/// Padded batches of the frozen and forward-only passes: the reference backend's own limits.
+const BATCH: BatchLimits = BatchLimits { max_tokens: batches::DEFAULT_MAX_BATCH_TOKENS, max_rows: reference::MAX_ROWS };
 
 /// A training window with its labels.
 struct Item {
@@ -172,8 +176,9 @@ pub fn train(base: &ModelFiles, data_dir: &Path, out: &Path, cfg: &TrainConfig, 
         scores: serde_json::Value::Null,
     };
     let tokenizer = model::tokenizer_for(&base.tokenizer, &manifest, &config)?;
-    let stance_model =
-        StanceModel { tokenizer, encoder: Backend::Reference(encoder), heads, manifest: manifest.clone(), files: base.clone() };
+    // The engine scores dev sets through a backend that shares the trained weights.
+    let backend = Box::new(ReferenceBackend::new(encoder.clone(), heads.clone()));
+    let stance_model = StanceModel { tokenizer, backend, manifest: manifest.clone(), files: base.clone() };
     let engine = Engine::new(stance_model, Lexicon::default_actors(), Limits::default())?;
 
     // Data.
@@ -206,7 +211,7 @@ pub fn train(base: &ModelFiles, data_dir: &Path, out: &Path, cfg: &TrainConfig, 
 
     // Cache the frozen layers' output.
     let t0 = Instant::now();
-    cache_prefix(engine.model(), &mut items, frozen, &device)?;
+    cache_prefix(&encoder, &mut items, frozen, &device)?;
     tracing::info!(secs = t0.elapsed().as_secs_f32(), frozen_layers = frozen, "frozen prefix cached");
 
     // Stage 1.
@@ -237,7 +242,7 @@ pub fn train(base: &ModelFiles, data_dir: &Path, out: &Path, cfg: &TrainConfig, 
             opt_enc.set_learning_rate(cfg.lr_encoder * lr_scale);
             opt_head.set_learning_rate(cfg.lr_heads * lr_scale);
             let members: Vec<&Item> = batch_idx.iter().map(|&i| &items[i]).collect();
-            let loss = stage1_loss(engine.model(), &members, frozen, &device, &dropout)?;
+            let loss = stage1_loss(&encoder, &heads, &members, frozen, &device, &dropout)?;
             let grads = loss.backward()?;
             opt_enc.step(&grads)?;
             opt_head.step(&grads)?;
@@ -285,7 +290,7 @@ pub fn train(base: &ModelFiles, data_dir: &Path, out: &Path, cfg: &TrainConfig, 
 
     // Stage 2: sentence head on VADER.
     let stage2 = Instant::now();
-    let sentence_record = train_sentence_head(&engine, &data, &varmap, cfg, &mut rng, &drop_rng)?;
+    let sentence_record = train_sentence_head(&engine, &encoder, &heads, &data, &varmap, cfg, &mut rng, &drop_rng)?;
     let stage2_secs = stage2.elapsed().as_secs();
 
     // Write the model folder.
@@ -329,14 +334,6 @@ pub fn train(base: &ModelFiles, data_dir: &Path, out: &Path, cfg: &TrainConfig, 
     manifest.save(&out.join("manifest.json"))?;
     tracing::info!(out = %out.display(), secs = started.elapsed().as_secs(), "model written");
     Ok(())
-}
-
-/// The trainable encoder of a model built for training.
-fn reference(model: &StanceModel) -> Result<&Encoder> {
-    match &model.encoder {
-        Backend::Reference(e) => Ok(e),
-        Backend::Fast(_) => bail!("training needs the reference encoder"),
-    }
 }
 
 fn limited(mut v: Vec<Example>, limit: usize) -> Vec<Example> {
@@ -450,13 +447,12 @@ fn windows_with_labels(engine: &Engine, examples: &[Example]) -> Result<Vec<Item
 }
 
 /// Computes the frozen layers once for every window and keeps each real-token slice.
-fn cache_prefix(model: &StanceModel, items: &mut [Item], frozen: usize, device: &Device) -> Result<()> {
+fn cache_prefix(encoder: &Encoder, items: &mut [Item], frozen: usize, device: &Device) -> Result<()> {
     let lengths: Vec<usize> = items.iter().map(|i| i.window.ids.len()).collect();
-    for group in batches::plan(&lengths, BatchLimits { max_tokens: 4096, max_rows: 64 }) {
+    for group in batches::plan(&lengths, BATCH) {
         let members: Vec<&WindowInput> = group.iter().map(|&i| &items[i].window).collect();
         let batch = Batch::build(&members, device)?;
         let bias = Encoder::attention_bias(&batch.mask)?;
-        let encoder = reference(model)?;
         let x = encoder.embed(&batch.ids, Precision::Fused)?;
         let x = encoder.layers(&x, &bias, 0..frozen, Precision::Fused)?.detach();
         for (row, &i) in group.iter().enumerate() {
@@ -484,7 +480,8 @@ fn epoch_batches(items: &[Item], batch_size: usize, rng: &mut ChaCha8Rng) -> Vec
 }
 
 fn stage1_loss(
-    model: &StanceModel,
+    encoder: &Encoder,
+    heads: &Heads,
     members: &[&Item],
     frozen: usize,
     device: &Device,
@@ -493,7 +490,6 @@ fn stage1_loss(
     let windows: Vec<&WindowInput> = members.iter().map(|i| &i.window).collect();
     let batch = Batch::build(&windows, device)?;
     let seq = batch.seq;
-    let encoder = reference(model)?;
     let hidden = encoder.config().hidden_size;
     let rows = members
         .iter()
@@ -509,15 +505,14 @@ fn stage1_loss(
     let x = Tensor::stack(&rows, 0)?;
     let bias = Encoder::attention_bias(&batch.mask)?;
     let h = encoder.layers(&x, &bias, frozen..encoder.num_layers(), Precision::Differentiable)?;
-    let logits = model.heads.forward(&h, &batch, Some(dropout))?;
+    let logits = heads.forward(&h, &batch, Some(dropout))?;
     let labels: Vec<u32> = batch.target_index.iter().map(|&(r, t)| members[r].labels[t]).collect();
     let labels = Tensor::from_vec(labels, batch.target_index.len(), device)?;
     Ok(candle_nn::loss::cross_entropy(&logits.target, &labels)?)
 }
 
 /// Sentence vectors (mean of the final states) for examples, through the pipeline's windows.
-fn sentence_features(engine: &Engine, examples: &[Example], device: &Device) -> Result<(Tensor, Vec<u32>)> {
-    let model = engine.model();
+fn sentence_features(engine: &Engine, encoder: &Encoder, examples: &[Example], device: &Device) -> Result<(Tensor, Vec<u32>)> {
     let mut windows = Vec::new();
     let mut labels = Vec::new();
     for ex in examples {
@@ -530,10 +525,10 @@ fn sentence_features(engine: &Engine, examples: &[Example], device: &Device) -> 
     }
     let lengths: Vec<usize> = windows.iter().map(|w| w.ids.len()).collect();
     let mut feats: Vec<Option<Tensor>> = vec![None; windows.len()];
-    for group in batches::plan(&lengths, BatchLimits { max_tokens: 4096, max_rows: 64 }) {
+    for group in batches::plan(&lengths, BATCH) {
         let members: Vec<&WindowInput> = group.iter().map(|&i| &windows[i]).collect();
         let batch = Batch::build(&members, device)?;
-        let h = reference(model)?.forward(&batch.ids, &batch.mask, Precision::Fused)?;
+        let h = encoder.forward(&batch.ids, &batch.mask, Precision::Fused)?;
         let (rows, seq, hid) = h.dims3()?;
         let pooled = batch.sentence_pool.matmul(&h.reshape((rows * seq, hid))?)?.detach();
         for (row, &i) in group.iter().enumerate() {
@@ -544,8 +539,11 @@ fn sentence_features(engine: &Engine, examples: &[Example], device: &Device) -> 
     Ok((Tensor::stack(&feats, 0)?, labels))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn train_sentence_head(
     engine: &Engine,
+    encoder: &Encoder,
+    heads: &Heads,
     data: &DataDir,
     varmap: &VarMap,
     cfg: &TrainConfig,
@@ -557,11 +555,11 @@ fn train_sentence_head(
     train.extend(limited(data::vader(&data.vader_tweets(), Split::Train)?, cfg.limit));
     let mut dev = limited(data::vader(&data.vader_nyt(), Split::Dev)?, cfg.limit);
     dev.extend(limited(data::vader(&data.vader_tweets(), Split::Dev)?, cfg.limit));
-    let (x, y) = sentence_features(engine, &train, &device)?;
+    let (x, y) = sentence_features(engine, encoder, &train, &device)?;
     let y = Tensor::from_vec(y.clone(), y.len(), &device)?;
     // Dev is scored on its windows' vectors; a sentence longer than one window counts once per
     // window here (rare in VADER), while `stance eval` scores whole sentences.
-    let (dev_x, dev_y) = sentence_features(engine, &dev, &device)?;
+    let (dev_x, dev_y) = sentence_features(engine, encoder, &dev, &device)?;
     let n = x.dim(0)?;
     let head_names: Vec<String> = {
         let vars = varmap.data().lock().expect("varmap lock");
@@ -574,7 +572,6 @@ fn train_sentence_head(
         head_names.iter().map(|k| all[k].clone()).collect()
     };
     let mut opt = AdamW::new(vars, ParamsAdamW { lr: cfg.lr_heads, weight_decay: cfg.weight_decay, ..Default::default() })?;
-    let heads = &engine.model().heads;
     let mut best: Option<(f64, usize, HashMap<String, Tensor>)> = None;
     let mut history = Vec::new();
     for epoch in 1..=cfg.sentence_epochs {
