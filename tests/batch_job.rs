@@ -190,22 +190,18 @@ async fn remote_mode_matches_in_process() {
 /// records quick on two cores), repeated to 1,000 records; the job is killed with SIGKILL once
 /// some lines are written, then rerun: exactly 1,000 lines, each id once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs ../shared"]
 async fn thousand_records_killed_midway_and_resumed() {
     let shared = common::root().join("../shared/articles");
-    let mut files: Vec<_> = match std::fs::read_dir(&shared) {
-        Ok(d) => {
-            d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "txt")).collect()
-        }
-        Err(_) => {
-            println!("skipping: ../shared/articles not found");
-            return;
-        }
-    };
+    let mut files: Vec<_> = std::fs::read_dir(&shared)
+        .unwrap_or_else(|e| {
+            panic!("cannot read {}: {e}; this test needs ../shared/articles beside the repository", shared.display())
+        })
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+        .collect();
     files.sort();
-    if files.is_empty() {
-        println!("skipping: ../shared/articles not found");
-        return;
-    }
+    assert!(!files.is_empty(), "no .txt articles in {}", shared.display());
     let texts: Vec<String> = files.iter().map(|p| cut(&std::fs::read_to_string(p).unwrap(), 300).to_string()).collect();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
