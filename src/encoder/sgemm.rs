@@ -214,7 +214,7 @@ pub fn gemm_acc(dst: &mut [f32], a: &[f32], m: usize, w: &PackedWeight) {
 /// apart; `b` at `lda * 32` floats (a panel).
 #[cfg(target_arch = "x86_64")]
 unsafe fn tile(dst: *mut f32, ldd: usize, a: *const f32, lda: usize, b: *const f32, rows: usize) {
-    // SAFETY (every arm): the caller's contract is the kernel's, with R = rows.
+    // SAFETY: in every arm the caller's contract is the kernel's, with R = rows.
     unsafe {
         match rows {
             12 => kernel::<12>(dst, ldd, a, lda, b),
