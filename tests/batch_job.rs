@@ -75,7 +75,7 @@ fn bad_records_become_error_records_and_exit_1() {
         m
     });
     assert_eq!(by_id["empty"][0]["error"], "the text is empty; send the article's text");
-    assert!(by_id["in.jsonl:5"][0]["error"].as_str().unwrap().contains("malformed JSON"), "{:?}", by_id["in.jsonl:5"]);
+    assert!(by_id["in.jsonl:5"][0]["error"].as_str().unwrap().starts_with("in.jsonl:5: invalid JSON: "), "{:?}", by_id["in.jsonl:5"]);
     assert_eq!(by_id["r1"].len(), 2);
     assert!(by_id["r1"].iter().any(|v| v["error"].as_str().is_some_and(|e| e.starts_with("duplicate id"))));
     assert!(by_id["r1"].iter().any(|v| v["sentences"].is_array()));
@@ -88,6 +88,21 @@ fn bad_records_become_error_records_and_exit_1() {
     let o = run(&[input.to_str().unwrap(), "-o", out.to_str().unwrap()], false);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(lines(&out).len(), 9);
+}
+
+/// OUT is read back to resume, so it must be a regular file: `-o /dev/full` (which reads as
+/// endless zeros and refuses every write) is a clear error, not a hang or a panic.
+#[cfg(target_os = "linux")]
+#[test]
+fn output_that_is_not_a_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, records().join("\n") + "\n").unwrap();
+    let o = run(&[input.to_str().unwrap(), "-o", "/dev/full"], false);
+    let e = stderr(&o);
+    assert!(!e.contains("panicked"), "{e}");
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("/dev/full: not a regular file"), "{e}");
 }
 
 #[test]
