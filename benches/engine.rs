@@ -125,6 +125,8 @@ fn gemm_crate_rate() -> f64 {
     let b = vec![0.25f32; n * k];
     let mut c = vec![0f32; m * n];
     let threads = rayon::current_num_threads();
+    // SAFETY: c is m×n (row stride n), a is m×k (row stride k) and b, read as the k×n matrix
+    // bᵀ, has row stride 1 and column stride k: every access is inside the three vectors.
     let run = |c: &mut Vec<f32>| unsafe {
         gemm::gemm(
             m,

@@ -5,14 +5,12 @@ mod cli;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 use stance::mentions::lexicon::Lexicon;
 use stance::model::{ModelFiles, StanceModel};
 use stance::pipeline::{Engine, Limits};
-
-use cli::input::{read_source, InputFormat};
 
 #[derive(Parser)]
 #[command(name = "stance", version, about = "How news articles portray named actors: stance per actor and sentence, sentiment per sentence")]
@@ -108,25 +106,10 @@ impl EngineArgs {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum OutputFormat {
-    Table,
-    Json,
-}
-
 #[derive(Args)]
 struct ScoreArgs {
-    /// Article files (plain text, or JSONL with --input-format jsonl / a .jsonl name); `-` reads stdin.
-    #[arg(required = true)]
-    inputs: Vec<String>,
-    #[arg(long, value_enum, default_value = "table")]
-    format: OutputFormat,
-    #[arg(long, value_enum, default_value = "auto")]
-    input_format: InputFormat,
-    /// Score on this `stance serve` server (HOST:PORT) instead of in-process; repeat (or
-    /// separate with commas) to spread the load across several.
-    #[arg(long, value_delimiter = ',')]
-    remote: Vec<String>,
+    #[command(flatten)]
+    score: cli::score::ScoreOpts,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -221,7 +204,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Score(a) => score(a),
+        Command::Score(a) => cli::score::run(a.score, || a.engine.engine()),
         Command::Train(a) => train(a).map(|_| ExitCode::SUCCESS),
         Command::Eval(a) => cli::eval::run(
             a.model.files(),
@@ -245,62 +228,6 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// Scores every input; bad inputs are reported on stderr and make the exit code 1, the rest
-/// are still scored and printed.
-fn score(a: ScoreArgs) -> Result<ExitCode> {
-    let records: Vec<_> = a.inputs.iter().flat_map(|s| read_source(s, a.input_format)).collect();
-    // One plain-text article prints pretty JSON; JSONL input and several inputs print one line
-    // per article, so the output is JSONL whenever the input is.
-    let jsonl_input = a.inputs.iter().any(|s| match a.input_format {
-        InputFormat::Jsonl => true,
-        InputFormat::Text => false,
-        InputFormat::Auto => s.ends_with(".jsonl"),
-    });
-    let single = records.len() == 1 && !jsonl_input;
-    if !a.remote.is_empty() {
-        return cli::remote::score(&a.remote, records, |score| match a.format {
-            OutputFormat::Table => println!("{}", cli::table::render(score)),
-            OutputFormat::Json if single => println!("{}", serde_json::to_string_pretty(score).expect("serialisable")),
-            OutputFormat::Json => println!("{}", serde_json::to_string(score).expect("serialisable")),
-        });
-    }
-    let engine = a.engine.engine().context("loading the model")?;
-    let mut failed = 0usize;
-    let mut pending = Vec::new();
-    let flush = |pending: &mut Vec<stance::ArticleInput>, failed: &mut usize| {
-        for (id, res) in pending.iter().map(|p| p.id.clone()).collect::<Vec<_>>().into_iter().zip(engine.score_many(std::mem::take(pending))) {
-            match res {
-                Ok(score) => match a.format {
-                    OutputFormat::Table => println!("{}", cli::table::render(&score)),
-                    OutputFormat::Json if single => println!("{}", serde_json::to_string_pretty(&score).expect("serialisable")),
-                    OutputFormat::Json => println!("{}", serde_json::to_string(&score).expect("serialisable")),
-                },
-                Err(e) => {
-                    eprintln!("error: {id}: {e}");
-                    *failed += 1;
-                }
-            }
-        }
-    };
-    for r in records {
-        match r {
-            Ok(article) => {
-                pending.push(article);
-                if pending.len() >= 16 {
-                    flush(&mut pending, &mut failed);
-                }
-            }
-            Err(e) => {
-                flush(&mut pending, &mut failed);
-                eprintln!("error: {e}");
-                failed += 1;
-            }
-        }
-    }
-    flush(&mut pending, &mut failed);
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn train(a: TrainArgs) -> Result<()> {

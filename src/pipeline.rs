@@ -40,7 +40,7 @@ pub struct SpanInput {
 /// One article to score.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ArticleInput {
-    /// Optional in JSONL input (the CLI names a record without one `FILE:LINE`).
+    /// The caller's name for the article, echoed in the result (required in JSONL input).
     #[serde(default)]
     pub id: String,
     pub text: String,

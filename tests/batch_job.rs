@@ -75,7 +75,7 @@ fn bad_records_become_error_records_and_exit_1() {
         m
     });
     assert_eq!(by_id["empty"][0]["error"], "the text is empty; send the article's text");
-    assert!(by_id["in.jsonl:5"][0]["error"].as_str().unwrap().contains("malformed JSON"), "{:?}", by_id["in.jsonl:5"]);
+    assert!(by_id["in.jsonl:5"][0]["error"].as_str().unwrap().starts_with("in.jsonl:5: invalid JSON: "), "{:?}", by_id["in.jsonl:5"]);
     assert_eq!(by_id["r1"].len(), 2);
     assert!(by_id["r1"].iter().any(|v| v["error"].as_str().is_some_and(|e| e.starts_with("duplicate id"))));
     assert!(by_id["r1"].iter().any(|v| v["sentences"].is_array()));
@@ -88,6 +88,21 @@ fn bad_records_become_error_records_and_exit_1() {
     let o = run(&[input.to_str().unwrap(), "-o", out.to_str().unwrap()], false);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(lines(&out).len(), 9);
+}
+
+/// OUT is read back to resume, so it must be a regular file: `-o /dev/full` (which reads as
+/// endless zeros and refuses every write) is a clear error, not a hang or a panic.
+#[cfg(target_os = "linux")]
+#[test]
+fn output_that_is_not_a_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, records().join("\n") + "\n").unwrap();
+    let o = run(&[input.to_str().unwrap(), "-o", "/dev/full"], false);
+    let e = stderr(&o);
+    assert!(!e.contains("panicked"), "{e}");
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("/dev/full: not a regular file"), "{e}");
 }
 
 #[test]
@@ -190,22 +205,18 @@ async fn remote_mode_matches_in_process() {
 /// records quick on two cores), repeated to 1,000 records; the job is killed with SIGKILL once
 /// some lines are written, then rerun: exactly 1,000 lines, each id once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs ../shared"]
 async fn thousand_records_killed_midway_and_resumed() {
     let shared = common::root().join("../shared/articles");
-    let mut files: Vec<_> = match std::fs::read_dir(&shared) {
-        Ok(d) => {
-            d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "txt")).collect()
-        }
-        Err(_) => {
-            println!("skipping: ../shared/articles not found");
-            return;
-        }
-    };
+    let mut files: Vec<_> = std::fs::read_dir(&shared)
+        .unwrap_or_else(|e| {
+            panic!("cannot read {}: {e}; this test needs ../shared/articles beside the repository", shared.display())
+        })
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+        .collect();
     files.sort();
-    if files.is_empty() {
-        println!("skipping: ../shared/articles not found");
-        return;
-    }
+    assert!(!files.is_empty(), "no .txt articles in {}", shared.display());
     let texts: Vec<String> = files.iter().map(|p| cut(&std::fs::read_to_string(p).unwrap(), 300).to_string()).collect();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");

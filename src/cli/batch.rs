@@ -22,6 +22,8 @@ use stance::client::Remote;
 use stance::pipeline::{ArticleInput, Engine};
 use stance::scores::ArticleScore;
 
+use super::input::{parse_jsonl, read_text, source_name, text_article, Record};
+
 #[derive(Args, Debug, Clone)]
 pub struct BatchOpts {
     /// A JSONL file (`{"id", "text", "mentions"?, "actors"?, "sentences"?}` per line), a
@@ -35,98 +37,61 @@ pub struct BatchOpts {
     #[arg(long, value_delimiter = ',')]
     pub remote: Vec<String>,
     /// Articles outstanding at once on the servers (remote mode).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = super::remote::INFLIGHT)]
     pub inflight: usize,
     /// Articles scored together (in-process mode).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = super::score::CHUNK)]
     pub chunk: usize,
 }
 
-/// One input record: its id (or `NAME:LINE` when it has no usable id) and the article, or why
-/// it cannot be scored.
+/// One input record, and whether an earlier record has the same key (then only the first is
+/// scored; this one becomes an error record marked `"duplicate": true`).
 struct Item {
-    key: String,
-    article: Result<ArticleInput, String>,
+    record: Record,
     duplicate: bool,
 }
 
-fn parse_line(name: &str, n: usize, line: &str) -> Item {
-    let fallback = format!("{name}:{n}");
-    let v: Value = match serde_json::from_str(line) {
-        Ok(v) => v,
-        Err(e) => {
-            return Item { key: fallback, article: Err(format!("line {n}: malformed JSON: {e}")), duplicate: false }
-        }
-    };
-    let id = match v.get("id") {
-        _ if !v.is_object() => Err("not a JSON object".to_string()),
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
-        Some(Value::String(_)) => Err("bad id: the id is empty".to_string()),
-        Some(other) => Err(format!("bad id {other}: ids must be non-empty strings")),
-        None => Err("missing id: every record needs a non-empty string id".to_string()),
-    };
-    match id {
-        Err(e) => Item { key: fallback, article: Err(format!("line {n}: {e}")), duplicate: false },
-        Ok(id) => match serde_json::from_value::<ArticleInput>(v) {
-            Ok(a) => Item { key: id, article: Ok(a), duplicate: false },
-            Err(e) => Item { key: id, article: Err(format!("line {n}: invalid record: {e}")), duplicate: false },
-        },
-    }
-}
-
+/// A directory of `.txt` files (the file name is the id), or JSONL from a file or stdin.
 fn read_input(input: &str) -> Result<Vec<Item>> {
-    let mut items = Vec::new();
-    if input == "-" {
-        let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).context("reading stdin (expected UTF-8 JSONL)")?;
-        for (i, line) in text.lines().enumerate() {
-            if !line.trim().is_empty() {
-                items.push(parse_line("stdin", i + 1, line));
-            }
-        }
-    } else if Path::new(input).is_dir() {
+    let records: Vec<Record> = if input != "-" && Path::new(input).is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(input)
             .with_context(|| format!("reading directory {input}"))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "txt"))
             .collect();
         files.sort();
-        for p in files {
-            let key = p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-            let article = match std::fs::read(&p) {
-                Err(e) => Err(format!("cannot read {}: {e}", p.display())),
-                Ok(b) => match String::from_utf8(b) {
-                    Err(e) => {
-                        Err(format!("not valid UTF-8 (first bad byte at offset {})", e.utf8_error().valid_up_to()))
-                    }
-                    Ok(text) => Ok(ArticleInput { id: key.clone(), text, ..Default::default() }),
-                },
-            };
-            items.push(Item { key, article, duplicate: false });
-        }
-        if items.is_empty() {
+        if files.is_empty() {
             bail!("{input}: no .txt files in the directory");
         }
+        files
+            .iter()
+            .map(|p| {
+                let path = p.to_string_lossy();
+                match read_text(&path) {
+                    Ok(text) => text_article(&path, text),
+                    Err(e) => Record { key: source_name(&path), article: Err(e) },
+                }
+            })
+            .collect()
     } else {
-        let text = std::fs::read_to_string(input).with_context(|| format!("reading {input} (expected UTF-8 JSONL)"))?;
-        let name =
-            Path::new(input).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| input.to_string());
-        for (i, line) in text.lines().enumerate() {
-            if !line.trim().is_empty() {
-                items.push(parse_line(&name, i + 1, line));
-            }
-        }
-    }
+        let text = read_text(input).map_err(anyhow::Error::msg)?;
+        parse_jsonl(&source_name(input), &text)
+    };
     // A repeated id is an error record of its own; only the first is scored.
     let mut seen = HashSet::new();
-    for item in &mut items {
-        if !seen.insert(item.key.clone()) {
-            item.duplicate = true;
-            item.article =
-                Err(format!("duplicate id {:?}: an earlier record has this id; only the first is scored", item.key));
-        }
-    }
-    Ok(items)
+    Ok(records
+        .into_iter()
+        .map(|mut record| {
+            let duplicate = !seen.insert(record.key.clone());
+            if duplicate {
+                record.article = Err(format!(
+                    "duplicate id {:?}: an earlier record has this id; only the first is scored",
+                    record.key
+                ));
+            }
+            Item { record, duplicate }
+        })
+        .collect())
 }
 
 /// What an earlier run left in OUT.
@@ -141,6 +106,11 @@ struct Previous {
 /// Reads OUT (when it exists), cuts off a torn last line, and opens it for appending.
 fn open_output(path: &Path) -> Result<(File, Previous)> {
     let mut prev = Previous::default();
+    if let Ok(meta) = std::fs::metadata(path) {
+        if !meta.is_file() {
+            bail!("{}: not a regular file; the output is read back to resume a job, so it must be a file", path.display());
+        }
+    }
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -227,12 +197,13 @@ where
     let todo: Vec<Item> = items
         .into_iter()
         .filter(|it| {
+            let key = &it.record.key;
             if it.duplicate {
-                let k = dup_seen.entry(it.key.clone()).or_default();
+                let k = dup_seen.entry(key.clone()).or_default();
                 *k += 1;
-                *k > prev.duplicates.get(&it.key).copied().unwrap_or(0)
+                *k > prev.duplicates.get(key).copied().unwrap_or(0)
             } else {
-                !prev.done.contains(&it.key)
+                !prev.done.contains(key)
             }
         })
         .collect();
@@ -255,12 +226,9 @@ where
     // Records that cannot be scored are written at once.
     let mut work: Vec<(String, ArticleInput)> = Vec::new();
     for it in todo {
-        match it.article {
-            Ok(mut a) => {
-                a.id = it.key.clone();
-                work.push((it.key, a));
-            }
-            Err(e) => out.error(&it.key, &e, it.duplicate)?,
+        match it.record.article {
+            Ok(a) => work.push((it.record.key, a)),
+            Err(e) => out.error(&it.record.key, &e, it.duplicate)?,
         }
     }
 
@@ -284,7 +252,7 @@ where
         let rt =
             tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
         rt.block_on(async {
-            let remote = Remote::connect(&o.remote, 64 << 20).await?;
+            let remote = Remote::connect(&o.remote, super::remote::MAX_MESSAGE_BYTES).await?;
             let keys: Vec<String> = work.iter().map(|(k, _)| k.clone()).collect();
             let items: Vec<(u64, ArticleInput)> =
                 work.into_iter().enumerate().map(|(i, (_, a))| (i as u64, a)).collect();
@@ -331,17 +299,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lines_and_ids() {
-        assert_eq!(parse_line("x.jsonl", 3, "{\"id\":\"a\",\"text\":\"Hi.\"}").key, "a");
-        let bad = parse_line("x.jsonl", 4, "{\"id\":");
-        assert_eq!(bad.key, "x.jsonl:4");
-        assert!(bad.article.unwrap_err().contains("malformed JSON"));
-        assert!(parse_line("x.jsonl", 5, "{\"id\":7,\"text\":\"Hi.\"}").article.unwrap_err().contains("bad id 7"));
-        assert!(parse_line("x.jsonl", 6, "{\"text\":\"Hi.\"}").article.unwrap_err().contains("missing id"));
-        assert!(parse_line("x.jsonl", 7, "{\"id\":\"b\",\"txt\":1}").article.unwrap_err().contains("invalid record"));
-    }
 
     #[test]
     fn torn_output_is_cut() {

@@ -1,8 +1,15 @@
-//! Reading articles from files, directories and stdin for the CLI faces.
+//! Reading articles from files, directories and stdin for the CLI faces: one reader, one JSONL
+//! schema and one set of messages for `stance score` and `stance batch`.
+//!
+//! A JSONL record is `{"id", "text", "mentions"?, "actors"?, "sentences"?}`; `id` is required,
+//! a non-empty string (it names the article in the output, and `stance batch` resumes by it).
+//! Every problem with a line is reported as `NAME:LINE: what`, and a bad line never hides the
+//! good ones around it.
 
 use std::io::Read;
 use std::path::Path;
 
+use serde_json::Value;
 use stance::pipeline::ArticleInput;
 
 /// How input files are read.
@@ -16,70 +23,106 @@ pub enum InputFormat {
     Jsonl,
 }
 
-/// One article read, or why a piece of input could not be read. Errors keep their place so a
-/// bad line never hides the good ones around it.
-pub type Record = Result<ArticleInput, String>;
-
-/// Reads `source` (a path, or `-` for stdin) as `format`.
-pub fn read_source(source: &str, format: InputFormat) -> Vec<Record> {
-    let name = if source == "-" { "stdin".to_string() } else { source.to_string() };
-    let bytes = if source == "-" {
-        let mut buf = Vec::new();
-        match std::io::stdin().read_to_end(&mut buf) {
-            Ok(_) => buf,
-            Err(e) => return vec![Err(format!("stdin: cannot read: {e}"))],
+impl InputFormat {
+    /// Whether `source` is read as JSONL.
+    pub fn is_jsonl(self, source: &str) -> bool {
+        match self {
+            InputFormat::Jsonl => true,
+            InputFormat::Text => false,
+            InputFormat::Auto => Path::new(source).extension().is_some_and(|e| e == "jsonl"),
         }
-    } else {
-        match std::fs::read(source) {
-            Ok(b) => b,
-            Err(e) => return vec![Err(format!("{source}: cannot read: {e}"))],
-        }
-    };
-    let jsonl = match format {
-        InputFormat::Jsonl => true,
-        InputFormat::Text => false,
-        InputFormat::Auto => Path::new(source).extension().is_some_and(|e| e == "jsonl"),
-    };
-    let text = match String::from_utf8(bytes) {
-        Ok(t) => t,
-        Err(e) => {
-            let at = e.utf8_error().valid_up_to();
-            return vec![Err(format!("{name}: not valid UTF-8 (first bad byte at offset {at}); convert the file to UTF-8"))];
-        }
-    };
-    if jsonl {
-        parse_jsonl(&name, &text)
-    } else {
-        let id = Path::new(source).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| name.clone());
-        if text.trim().is_empty() {
-            return vec![Err(format!("{name}: the input is empty; give a file with the article's text"))];
-        }
-        vec![Ok(ArticleInput { id, text, ..Default::default() })]
     }
 }
 
-/// Parses JSONL, one record per non-blank line; a bad line becomes an error naming its line.
-pub fn parse_jsonl(name: &str, text: &str) -> Vec<Record> {
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let n = i + 1;
-        out.push(match serde_json::from_str::<ArticleInput>(line) {
+/// One input record: its key (the article's id, or `NAME:LINE` when the record has no usable
+/// id) and the article, or why it cannot be scored.
+#[derive(Debug)]
+pub struct Record {
+    pub key: String,
+    pub article: Result<ArticleInput, String>,
+}
+
+/// The name messages use for `source`: `stdin` for `-`, else the file name.
+pub fn source_name(source: &str) -> String {
+    if source == "-" {
+        return "stdin".to_string();
+    }
+    Path::new(source).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| source.to_string())
+}
+
+/// The whole of `source` (a path, or `-` for stdin) as UTF-8 text, or why it cannot be read.
+pub fn read_text(source: &str) -> Result<String, String> {
+    let name = source_name(source);
+    let bytes = if source == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin().read_to_end(&mut buf).map_err(|e| format!("stdin: cannot read: {e}"))?;
+        buf
+    } else {
+        std::fs::read(source).map_err(|e| format!("{source}: cannot read: {e}"))?
+    };
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        format!("{name}: not valid UTF-8 (first bad byte at offset {at}); convert the file to UTF-8")
+    })
+}
+
+/// Parses one JSONL line (line number `n` of `name`).
+pub fn parse_line(name: &str, n: usize, line: &str) -> Record {
+    let fallback = format!("{name}:{n}");
+    let fail = |key: String, what: String| Record { key, article: Err(format!("{name}:{n}: {what}")) };
+    let v: Value = match serde_json::from_str(line) {
+        Ok(v) => v,
+        Err(e) => return fail(fallback, format!("invalid JSON: {e}")),
+    };
+    let id = match v.get("id") {
+        _ if !v.is_object() => Err("not a JSON object; each line is one record `{\"id\": ..., \"text\": ...}`".to_string()),
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
+        Some(Value::String(_)) => Err("bad id: the id is empty; ids are non-empty strings".to_string()),
+        Some(other) => Err(format!("bad id {other}: ids are non-empty strings")),
+        None => Err("missing id: every record needs a non-empty string \"id\"".to_string()),
+    };
+    match id {
+        Err(e) => fail(fallback, e),
+        Ok(id) => match serde_json::from_value::<ArticleInput>(v) {
             Ok(mut a) => {
-                if a.id.is_empty() {
-                    a.id = format!("{name}:{n}");
-                }
-                Ok(a)
+                a.id = id.clone();
+                Record { key: id, article: Ok(a) }
             }
-            Err(e) => Err(format!("{name}:{n}: invalid JSON record: {e}")),
-        });
+            Err(e) => fail(id, format!("invalid record: {e}")),
+        },
     }
-    if out.is_empty() {
-        out.push(Err(format!("{name}: the input is empty; give one JSON object per line")));
+}
+
+/// Parses JSONL text, one record per non-blank line.
+pub fn parse_jsonl(name: &str, text: &str) -> Vec<Record> {
+    text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).map(|(i, l)| parse_line(name, i + 1, l)).collect()
+}
+
+/// A plain-text article: its id is the file name.
+pub fn text_article(source: &str, text: String) -> Record {
+    let id = source_name(source);
+    if text.trim().is_empty() {
+        return Record { key: id.clone(), article: Err(format!("{id}: the input is empty; give a file with the article's text")) };
     }
-    out
+    Record { key: id.clone(), article: Ok(ArticleInput { id, text, ..Default::default() }) }
+}
+
+/// Reads `source` (a path, or `-` for stdin) as `format` for `stance score`: a source that
+/// cannot be read, or holds nothing, is one error record.
+pub fn read_source(source: &str, format: InputFormat) -> Vec<Record> {
+    let name = source_name(source);
+    let text = match read_text(source) {
+        Ok(t) => t,
+        Err(e) => return vec![Record { key: name, article: Err(e) }],
+    };
+    if !format.is_jsonl(source) {
+        return vec![text_article(source, text)];
+    }
+    let records = parse_jsonl(&name, &text);
+    if records.is_empty() {
+        return vec![Record { key: name.clone(), article: Err(format!("{name}: the input is empty; give one JSON object per line")) }];
+    }
+    records
 }
 
 #[cfg(test)]
@@ -90,19 +133,37 @@ mod tests {
     fn jsonl_errors_keep_their_line() {
         let recs = parse_jsonl("x.jsonl", "{\"id\":\"a\",\"text\":\"Hi.\"}\n\nnot json\n{\"text\":\"Yo.\"}\n");
         assert_eq!(recs.len(), 3);
-        assert_eq!(recs[0].as_ref().unwrap().id, "a");
-        assert!(recs[1].as_ref().unwrap_err().starts_with("x.jsonl:3:"), "{:?}", recs[1]);
-        assert_eq!(recs[2].as_ref().unwrap().id, "x.jsonl:4");
+        assert_eq!(recs[0].article.as_ref().unwrap().id, "a");
+        let err = recs[1].article.as_ref().unwrap_err();
+        assert!(err.starts_with("x.jsonl:3: invalid JSON"), "{err}");
+        assert_eq!(recs[1].key, "x.jsonl:3");
+        assert!(recs[2].article.as_ref().unwrap_err().starts_with("x.jsonl:4: missing id"), "{:?}", recs[2]);
+    }
+
+    #[test]
+    fn lines_and_ids() {
+        assert_eq!(parse_line("x.jsonl", 3, "{\"id\":\"a\",\"text\":\"Hi.\"}").key, "a");
+        let bad = parse_line("x.jsonl", 4, "{\"id\":");
+        assert_eq!(bad.key, "x.jsonl:4");
+        assert!(bad.article.unwrap_err().starts_with("x.jsonl:4: invalid JSON"));
+        let e = parse_line("x.jsonl", 5, "{\"id\":7,\"text\":\"Hi.\"}").article.unwrap_err();
+        assert!(e.starts_with("x.jsonl:5: bad id 7"), "{e}");
+        assert!(parse_line("x.jsonl", 6, "{\"id\":\" \",\"text\":\"Hi.\"}").article.unwrap_err().contains("the id is empty"));
+        assert!(parse_line("x.jsonl", 6, "[1]").article.unwrap_err().contains("not a JSON object"));
+        let r = parse_line("x.jsonl", 7, "{\"id\":\"b\",\"txt\":1}");
+        assert_eq!(r.key, "b", "a record with an id keeps it, even when it is invalid");
+        assert!(r.article.unwrap_err().starts_with("x.jsonl:7: invalid record"));
     }
 
     #[test]
     fn unreadable_and_non_utf8_are_reported() {
         let r = read_source("/nonexistent/file.txt", InputFormat::Auto);
-        assert!(r[0].as_ref().unwrap_err().contains("cannot read"));
+        assert!(r[0].article.as_ref().unwrap_err().contains("cannot read"));
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("bad.txt");
         std::fs::write(&p, b"Russia \xff\xfe said").unwrap();
         let r = read_source(p.to_str().unwrap(), InputFormat::Auto);
-        assert!(r[0].as_ref().unwrap_err().contains("not valid UTF-8 (first bad byte at offset 7)"), "{r:?}");
+        let err = r[0].article.as_ref().unwrap_err();
+        assert!(err.contains("bad.txt: not valid UTF-8 (first bad byte at offset 7)"), "{r:?}");
     }
 }

@@ -4,5 +4,6 @@ pub mod batch;
 pub mod eval;
 pub mod input;
 pub mod remote;
+pub mod score;
 pub mod serve;
 pub mod table;

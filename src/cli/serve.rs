@@ -10,32 +10,33 @@ use stance::pipeline::Engine;
 use stance::server::batcher::BatchConfig;
 use stance::server::{serve, ServerConfig};
 
+// The defaults are those of `ServerConfig::default()`, written there once.
 #[derive(Args, Debug, Clone)]
 pub struct ServeOpts {
     /// Address to listen on; port 0 picks a free port. The bound address is printed on stdout
     /// as `listening on ADDR`.
-    #[arg(long, env = "STANCE_ADDR", default_value = "127.0.0.1:50051")]
+    #[arg(long, env = "STANCE_ADDR", default_value_t = ServerConfig::default().addr)]
     pub addr: SocketAddr,
     /// Serve Prometheus metrics on this address (`GET /metrics`); off when not given.
     #[arg(long, env = "STANCE_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
     /// Tokens per encoder batch (all windows; the encoder packs them without padding).
-    #[arg(long, env = "STANCE_MAX_BATCH_TOKENS", default_value_t = stance::batches::DEFAULT_MAX_BATCH_TOKENS)]
+    #[arg(long, env = "STANCE_MAX_BATCH_TOKENS", default_value_t = ServerConfig::default().batch.max_batch_tokens)]
     pub max_batch_tokens: usize,
     /// How long a batch waits for more requests once it has one, in milliseconds.
-    #[arg(long, env = "STANCE_MAX_BATCH_WAIT_MS", default_value_t = 5)]
+    #[arg(long, env = "STANCE_MAX_BATCH_WAIT_MS", default_value_t = ServerConfig::default().batch.max_batch_wait.as_millis() as u64)]
     pub max_batch_wait_ms: u64,
     /// Articles waiting for the encoder before new requests get RESOURCE_EXHAUSTED.
-    #[arg(long, env = "STANCE_MAX_QUEUE", default_value_t = 1024)]
+    #[arg(long, env = "STANCE_MAX_QUEUE", default_value_t = ServerConfig::default().max_queue)]
     pub max_queue: usize,
     /// Dedicated compute threads running the encoder.
-    #[arg(long, env = "STANCE_COMPUTE_THREADS", default_value_t = 1)]
+    #[arg(long, env = "STANCE_COMPUTE_THREADS", default_value_t = ServerConfig::default().compute_threads)]
     pub compute_threads: usize,
     /// Largest gRPC message received or sent, in bytes.
-    #[arg(long, env = "STANCE_MAX_MESSAGE_BYTES", default_value_t = 16 << 20)]
+    #[arg(long, env = "STANCE_MAX_MESSAGE_BYTES", default_value_t = ServerConfig::default().max_message_bytes)]
     pub max_message_bytes: usize,
     /// Articles of one ScoreArticles stream scored at once (the rest wait in the stream).
-    #[arg(long, env = "STANCE_MAX_STREAM_INFLIGHT", default_value_t = 64)]
+    #[arg(long, env = "STANCE_MAX_STREAM_INFLIGHT", default_value_t = ServerConfig::default().max_stream_inflight)]
     pub max_stream_inflight: usize,
 }
 

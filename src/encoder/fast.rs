@@ -7,10 +7,11 @@
 //!   written into the GEMM's destination first and accumulated into (`dst += x·Wᵀ`), so no
 //!   separate pass adds them.
 //! - GELU (exact, erf-based), softmax and layer norm are vectorisable loops: erf and exp are
-//!   polynomial approximations accurate to a few 1e-7, compiled for AVX-512, AVX2+FMA or the
-//!   baseline and chosen at run time.
-//! - The GEMMs are candle's own kernels (the `gemm` crate), called with row/column strides
-//!   so that no weight is transposed or copied at run time; threads come from rayon's pool.
+//!   polynomial approximations accurate to a few 1e-7, compiled for AVX-512F+AVX2+FMA,
+//!   AVX2+FMA or the baseline; [`super::cpu`] picks one at run time (or the one forced).
+//! - The dense layers run on [`super::sgemm`] (our AVX-512 kernel, or the `gemm` crate);
+//!   attention's small GEMMs are the `gemm` crate's, called with row/column strides so that
+//!   nothing is transposed or copied at run time. Threads come from rayon's pool.
 //!
 //! The parity test holds its states within 1e-4 of the reference forward.
 
@@ -18,36 +19,13 @@ use candle_core::Result;
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use super::sgemm::{self, PackedWeight, SharedMut};
+use super::cpu::{self, Paths, Simd};
+use super::sgemm::{Dense, SharedMut};
 use super::BertConfig;
 
 struct Norm {
     gamma: Vec<f32>,
     beta: Vec<f32>,
-}
-
-/// A dense layer's weight `[n, k]`: packed for the AVX-512 kernel where it applies, else
-/// plain row-major for the `gemm` crate.
-enum Dense {
-    Packed(PackedWeight),
-    Plain { w: Vec<f32>, n: usize, k: usize },
-}
-
-impl Dense {
-    fn new(w: Vec<f32>, n: usize, k: usize) -> Self {
-        match PackedWeight::new(&w, n, k) {
-            Some(p) => Dense::Packed(p),
-            None => Dense::Plain { w, n, k },
-        }
-    }
-
-    /// `dst[m, n] += a[m, k] · Wᵀ`.
-    fn acc(&self, dst: &mut [f32], a: &[f32], m: usize) {
-        match self {
-            Dense::Packed(p) => sgemm::gemm_acc(dst, a, m, p),
-            Dense::Plain { w, n, k } => gemm_acc(dst, a, w, m, *n, *k),
-        }
-    }
 }
 
 struct FastLayer {
@@ -80,6 +58,8 @@ pub struct FastEncoder {
     max_positions: usize,
     vocab: usize,
     eps: f32,
+    paths: Paths,
+    kernels: &'static Kernels,
 }
 
 fn vec1(vb: &VarBuilder, n: usize, name: &str) -> Result<Vec<f32>> {
@@ -95,8 +75,10 @@ fn norm(vb: &VarBuilder, h: usize) -> Result<Norm> {
 }
 
 impl FastEncoder {
-    /// Loads the same tensors as [`super::Encoder::load`].
+    /// Loads the same tensors as [`super::Encoder::load`], for the CPU paths of
+    /// [`cpu::paths`]; fails if a path forced there cannot run on this CPU.
     pub fn load(vb: VarBuilder, c: &BertConfig) -> Result<Self> {
+        let paths = cpu::paths().map_err(candle_core::Error::wrap)?;
         let vb = if vb.contains_tensor("embeddings.word_embeddings.weight") { vb } else { vb.pp("bert") };
         let h = c.hidden_size;
         let e = vb.pp("embeddings");
@@ -113,14 +95,14 @@ impl FastEncoder {
             bqkv.extend(vec1(&s.pp("value"), h, "bias")?);
             let inter = c.intermediate_size;
             layers.push(FastLayer {
-                wqkv: Dense::new(wqkv, 3 * h, h),
+                wqkv: Dense::new(wqkv, 3 * h, h, paths.gemm),
                 bqkv,
-                wo: Dense::new(vec2(&a.pp("output").pp("dense"), (h, h), "weight")?, h, h),
+                wo: Dense::new(vec2(&a.pp("output").pp("dense"), (h, h), "weight")?, h, h, paths.gemm),
                 bo: vec1(&a.pp("output").pp("dense"), h, "bias")?,
                 ln1: norm(&a.pp("output").pp("LayerNorm"), h)?,
-                wi: Dense::new(vec2(&l.pp("intermediate").pp("dense"), (inter, h), "weight")?, inter, h),
+                wi: Dense::new(vec2(&l.pp("intermediate").pp("dense"), (inter, h), "weight")?, inter, h, paths.gemm),
                 bi: vec1(&l.pp("intermediate").pp("dense"), c.intermediate_size, "bias")?,
-                wo2: Dense::new(vec2(&l.pp("output").pp("dense"), (h, inter), "weight")?, h, inter),
+                wo2: Dense::new(vec2(&l.pp("output").pp("dense"), (h, inter), "weight")?, h, inter, paths.gemm),
                 bo2: vec1(&l.pp("output").pp("dense"), h, "bias")?,
                 ln2: norm(&l.pp("output").pp("LayerNorm"), h)?,
             });
@@ -138,11 +120,18 @@ impl FastEncoder {
             max_positions: c.max_position_embeddings,
             vocab: c.vocab_size,
             eps: c.layer_norm_eps as f32,
+            paths,
+            kernels: Kernels::of(paths.simd),
         })
     }
 
     pub fn hidden_size(&self) -> usize {
         self.hidden
+    }
+
+    /// The CPU paths this encoder runs.
+    pub fn paths(&self) -> Paths {
+        self.paths
     }
 
     /// Final hidden states of every token of every sequence, packed in order: row `r` of the
@@ -163,7 +152,7 @@ impl FastEncoder {
             acc += s.len();
         }
         starts.push(acc);
-        let k = kernels();
+        let k = self.kernels;
 
         // Embeddings + layer norm.
         let mut x = vec![0f32; total * h];
@@ -176,7 +165,7 @@ impl FastEncoder {
             for i in 0..h {
                 out[i] = w[i] + p[i] + self.token_type0[i];
             }
-            (k.layer_norm)(out, &self.emb_norm.gamma, &self.emb_norm.beta, self.eps);
+            k.layer_norm(out, &self.emb_norm.gamma, &self.emb_norm.beta, self.eps);
         };
         if x.len() >= PAR_MIN {
             x.par_chunks_mut(h).enumerate().for_each(embed);
@@ -196,15 +185,15 @@ impl FastEncoder {
             // x1 = LN(ctx·Woᵀ + bo + x)
             add_rows(&mut x1, &x, &layer.bo);
             layer.wo.acc(&mut x1, &ctx, total);
-            each_row(&mut x1, h, |row| (k.layer_norm)(row, &layer.ln1.gamma, &layer.ln1.beta, self.eps));
+            each_row(&mut x1, h, |row| k.layer_norm(row, &layer.ln1.gamma, &layer.ln1.beta, self.eps));
             // inter = GELU(x1·Wiᵀ + bi)
             fill_rows(&mut inter, &layer.bi);
             layer.wi.acc(&mut inter, &x1, total);
-            each_row(&mut inter, self.inter * 8, |c| (k.gelu)(c));
+            each_row(&mut inter, self.inter * 8, |c| k.gelu(c));
             // x = LN(inter·Wo2ᵀ + bo2 + x1)
             add_rows(&mut x, &x1, &layer.bo2);
             layer.wo2.acc(&mut x, &inter, total);
-            each_row(&mut x, h, |row| (k.layer_norm)(row, &layer.ln2.gamma, &layer.ln2.beta, self.eps));
+            each_row(&mut x, h, |row| k.layer_norm(row, &layer.ln2.gamma, &layer.ln2.beta, self.eps));
         }
         Ok(x)
     }
@@ -251,7 +240,7 @@ impl FastEncoder {
                     false,
                     gemm::Parallelism::None,
                 );
-                (k.softmax_rows)(scores, len);
+                k.softmax_rows(scores, len);
                 gemm::gemm(
                     len,
                     d,
@@ -311,108 +300,107 @@ fn fill_rows(dst: &mut [f32], bias: &[f32]) {
     each_row(dst, bias.len(), |row| row.copy_from_slice(bias));
 }
 
-/// `dst[m, n] += a[m, k] · w[n, k]ᵀ` (row-major everywhere).
-fn gemm_acc(dst: &mut [f32], a: &[f32], w: &[f32], m: usize, n: usize, k: usize) {
-    assert_eq!(dst.len(), m * n);
-    assert_eq!(a.len(), m * k);
-    assert_eq!(w.len(), n * k);
-    if m == 0 {
-        return;
-    }
-    let threads = rayon::current_num_threads();
-    // SAFETY: the slices have the asserted sizes and the strides describe them exactly.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            true,
-            a.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None },
-        );
-    }
-}
-
-/// The elementwise kernels, compiled once per instruction set.
+/// The elementwise kernels of one instruction set. The SIMD ones are compiled with
+/// `#[target_feature]`, so they are `unsafe` to call; a `Kernels` is only ever made by
+/// [`Kernels::of`], which checks that the CPU has those features, so its methods are safe.
 struct Kernels {
-    softmax_rows: fn(&mut [f32], usize),
-    gelu: fn(&mut [f32]),
-    layer_norm: fn(&mut [f32], &[f32], &[f32], f32),
+    softmax_rows_fn: unsafe fn(&mut [f32], usize),
+    gelu_fn: unsafe fn(&mut [f32]),
+    layer_norm_fn: unsafe fn(&mut [f32], &[f32], &[f32], f32),
 }
 
+/// One kernel set compiled with `#[target_feature]`s, and the run-time check of exactly those
+/// features: the list is written once, so the check cannot miss one the code is compiled with.
 macro_rules! kernel_set {
-    ($name:ident, $feat:literal) => {
+    ($name:ident, $features:ident, $missing:ident, [$($feat:tt),+]) => {
+        /// The features this kernel set is compiled with.
+        pub(crate) const $features: &[&str] = &[$($feat),+];
+
+        /// The features of this kernel set that this CPU lacks (all of them off x86-64).
+        pub(crate) fn $missing() -> Vec<&'static str> {
+            #[cfg(target_arch = "x86_64")]
+            {
+                let mut missing = Vec::new();
+                $(
+                    if !std::arch::is_x86_feature_detected!($feat) {
+                        missing.push($feat);
+                    }
+                )+
+                missing
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                $features.to_vec()
+            }
+        }
+
+        #[cfg(target_arch = "x86_64")]
         mod $name {
-            #[target_feature(enable = $feat)]
-            unsafe fn softmax_rows_tf(x: &mut [f32], width: usize) {
+            $(#[target_feature(enable = $feat)])+
+            pub fn softmax_rows(x: &mut [f32], width: usize) {
                 super::generic::softmax_rows(x, width)
             }
-            #[target_feature(enable = $feat)]
-            unsafe fn gelu_tf(x: &mut [f32]) {
+            $(#[target_feature(enable = $feat)])+
+            pub fn gelu(x: &mut [f32]) {
                 super::generic::gelu(x)
             }
-            #[target_feature(enable = $feat)]
-            unsafe fn layer_norm_tf(x: &mut [f32], g: &[f32], b: &[f32], eps: f32) {
-                super::generic::layer_norm(x, g, b, eps)
-            }
-            // SAFETY (all): only selected after the features were detected at run time.
-            pub fn softmax_rows(x: &mut [f32], width: usize) {
-                unsafe { softmax_rows_tf(x, width) }
-            }
-            pub fn gelu(x: &mut [f32]) {
-                unsafe { gelu_tf(x) }
-            }
+            $(#[target_feature(enable = $feat)])+
             pub fn layer_norm(x: &mut [f32], g: &[f32], b: &[f32], eps: f32) {
-                unsafe { layer_norm_tf(x, g, b, eps) }
+                super::generic::layer_norm(x, g, b, eps)
             }
         }
     };
 }
 
-#[cfg(target_arch = "x86_64")]
-kernel_set!(avx512, "avx512f,avx2,fma");
-#[cfg(target_arch = "x86_64")]
-kernel_set!(avx2, "avx2,fma");
+kernel_set!(avx512, AVX512_FEATURES, avx512_missing, ["avx512f", "avx2", "fma"]);
+kernel_set!(avx2, AVX2_FEATURES, avx2_missing, ["avx2", "fma"]);
 
-fn kernels() -> &'static Kernels {
-    static K: std::sync::OnceLock<Kernels> = std::sync::OnceLock::new();
-    K.get_or_init(|| {
+impl Kernels {
+    /// The kernels of `simd`. Panics if this CPU lacks a feature they are compiled with
+    /// ([`cpu::paths`] never chooses such a path; this keeps the methods sound regardless).
+    fn of(simd: Simd) -> &'static Kernels {
+        let missing = simd.missing();
+        assert!(missing.is_empty(), "the {simd:?} kernels need {}, which this CPU lacks", missing.join(", "));
         #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
-                return Kernels {
-                    softmax_rows: avx512::softmax_rows,
-                    gelu: avx512::gelu,
-                    layer_norm: avx512::layer_norm,
-                };
-            }
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                return Kernels {
-                    softmax_rows: avx2::softmax_rows,
-                    gelu: avx2::gelu,
-                    layer_norm: avx2::layer_norm,
-                };
-            }
+        static AVX512: Kernels =
+            Kernels { softmax_rows_fn: avx512::softmax_rows, gelu_fn: avx512::gelu, layer_norm_fn: avx512::layer_norm };
+        #[cfg(target_arch = "x86_64")]
+        static AVX2: Kernels =
+            Kernels { softmax_rows_fn: avx2::softmax_rows, gelu_fn: avx2::gelu, layer_norm_fn: avx2::layer_norm };
+        static BASELINE: Kernels = Kernels {
+            softmax_rows_fn: generic::softmax_rows,
+            gelu_fn: generic::gelu,
+            layer_norm_fn: generic::layer_norm,
+        };
+        match simd {
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => &AVX512,
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2 => &AVX2,
+            Simd::Baseline => &BASELINE,
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("only the baseline has no missing features off x86-64"),
         }
-        Kernels {
-            softmax_rows: generic::softmax_rows,
-            gelu: generic::gelu,
-            layer_norm: generic::layer_norm,
-        }
-    })
+    }
+
+    /// Softmax of each `width`-wide row of `x`.
+    fn softmax_rows(&self, x: &mut [f32], width: usize) {
+        // SAFETY: `self` was made by `Kernels::of`, which checked every feature the function
+        // is compiled with.
+        unsafe { (self.softmax_rows_fn)(x, width) }
+    }
+
+    /// Exact (erf) GELU in place.
+    fn gelu(&self, x: &mut [f32]) {
+        // SAFETY: as in `softmax_rows`.
+        unsafe { (self.gelu_fn)(x) }
+    }
+
+    /// Layer norm of one row in place.
+    fn layer_norm(&self, x: &mut [f32], g: &[f32], b: &[f32], eps: f32) {
+        // SAFETY: as in `softmax_rows`.
+        unsafe { (self.layer_norm_fn)(x, g, b, eps) }
+    }
 }
 
 /// Plain loops written so that the compiler vectorises them (fixed-width lanes, no calls).

@@ -5,6 +5,7 @@
 //! because the fused kernels have no backward pass. Both compute the same function (the parity
 //! test in `tests/` holds them, and candle-transformers' `BertModel`, to each other).
 
+pub mod cpu;
 pub mod fast;
 pub mod sgemm;
 

@@ -633,18 +633,19 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs ../shared"]
     fn articles() {
         let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/articles"));
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            println!("skipping: ../shared/articles not found");
-            return;
-        };
+        let entries = std::fs::read_dir(dir).unwrap_or_else(|e| {
+            panic!("cannot read {}: {e}; this test needs ../shared/articles beside the repository", dir.display())
+        });
         let mut paths: Vec<_> = entries
             .filter_map(Result::ok)
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|x| x == "txt"))
             .collect();
         paths.sort();
+        assert!(!paths.is_empty(), "no .txt articles in {}", dir.display());
         let m = matcher();
         let mut totals = vec![0usize; m.actor_count()];
         for path in &paths {
