@@ -65,7 +65,8 @@ fn opts() -> Opts {
         match a.as_str() {
             "--rounds" => o.rounds = args.next().and_then(|v| v.parse().ok()).expect("--rounds N"),
             "--batches" => {
-                o.batches = args.next().expect("--batches 1,8").split(',').map(|b| b.parse().expect("batch size")).collect()
+                o.batches =
+                    args.next().expect("--batches 1,8").split(',').map(|b| b.parse().expect("batch size")).collect()
             }
             "--peers" => o.peers = true,
             "--reference" => o.reference = true,
@@ -174,7 +175,10 @@ fn main() {
     let mut article_paths: Vec<PathBuf> = match std::fs::read_dir(&o.articles) {
         Ok(d) => d.map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "txt")).collect(),
         Err(e) => {
-            eprintln!("cannot read {}: {e}; the benchmark's workload is ../shared/articles (or --articles DIR)", o.articles.display());
+            eprintln!(
+                "cannot read {}: {e}; the benchmark's workload is ../shared/articles (or --articles DIR)",
+                o.articles.display()
+            );
             std::process::exit(2);
         }
     };
@@ -245,7 +249,8 @@ fn main() {
     let run_reference = |enc: &Encoder, batch: usize| -> f64 {
         let t = Instant::now();
         for chunk in ids.chunks(batch) {
-            let windows: Vec<WindowInput> = chunk.iter().map(|v| WindowInput { ids: v.clone(), targets: vec![] }).collect();
+            let windows: Vec<WindowInput> =
+                chunk.iter().map(|v| WindowInput { ids: v.clone(), targets: vec![] }).collect();
             let refs: Vec<&WindowInput> = windows.iter().collect();
             let b = Batch::build(&refs, &device).unwrap();
             std::hint::black_box(enc.forward(&b.ids, &b.mask, Precision::Fused).unwrap());
@@ -286,8 +291,10 @@ fn main() {
     // End to end: the whole engine over the articles.
     let model = StanceModel::load(&files).unwrap();
     let engine = Engine::new(model, Lexicon::default_actors(), Limits::default()).unwrap();
-    let inputs: Vec<ArticleInput> =
-        articles.iter().map(|(id, text)| ArticleInput { id: id.clone(), text: text.clone(), ..Default::default() }).collect();
+    let inputs: Vec<ArticleInput> = articles
+        .iter()
+        .map(|(id, text)| ArticleInput { id: id.clone(), text: text.clone(), ..Default::default() })
+        .collect();
     engine.score_many(inputs.clone());
     let mut e2e = Vec::new();
     let mut segments = 0;
@@ -334,11 +341,17 @@ fn main() {
 
     // Report.
     println!("\nencoder only, sequences/s (median of {} rounds)", fast_rates[0].len());
-    println!("{:<28} {}", "engine", o.batches.iter().map(|b| format!("{:>10}", format!("batch {b}"))).collect::<String>());
-    let row = |name: &str, v: &[f64]| println!("{:<28} {}", name, v.iter().map(|x| format!("{x:>10.1}")).collect::<String>());
+    println!(
+        "{:<28} {}",
+        "engine",
+        o.batches.iter().map(|b| format!("{:>10}", format!("batch {b}"))).collect::<String>()
+    );
+    let row =
+        |name: &str, v: &[f64]| println!("{:<28} {}", name, v.iter().map(|x| format!("{x:>10.1}")).collect::<String>());
     let fast_med: Vec<f64> = fast_rates.iter().map(|r| median(r.clone())).collect();
     row("stance fast (packed)", &fast_med);
-    let ref_med: Vec<f64> = if reference.is_some() { ref_rates.iter().map(|r| median(r.clone())).collect() } else { vec![] };
+    let ref_med: Vec<f64> =
+        if reference.is_some() { ref_rates.iter().map(|r| median(r.clone())).collect() } else { vec![] };
     if !ref_med.is_empty() {
         row("stance reference (candle)", &ref_med);
     }
@@ -353,7 +366,11 @@ fn main() {
         }
     }
     let share: Vec<f64> = fast_med.iter().map(|r| r * total_flops / ids.len() as f64 / peak).collect();
-    println!("{:<28} {}", "share of GEMM peak (fast)", share.iter().map(|x| format!("{:>9.0}%", x * 100.0)).collect::<String>());
+    println!(
+        "{:<28} {}",
+        "share of GEMM peak (fast)",
+        share.iter().map(|x| format!("{:>9.0}%", x * 100.0)).collect::<String>()
+    );
     let best_fast = fast_med.iter().cloned().fold(0.0, f64::max);
     let e2e_med = median(e2e.clone());
     println!(
@@ -361,7 +378,12 @@ fn main() {
         percentile(fast_lat1.clone(), 0.5),
         percentile(fast_lat1.clone(), 0.99)
     );
-    println!("end to end (engine over the {} articles, {} segments): {:.1} sentences/s", articles.len(), segments, e2e_med);
+    println!(
+        "end to end (engine over the {} articles, {} segments): {:.1} sentences/s",
+        articles.len(),
+        segments,
+        e2e_med
+    );
     println!(
         "one article through the engine: p50 {:.1} ms, p99 {:.1} ms",
         percentile(article_ms.clone(), 0.5),
@@ -437,8 +459,8 @@ fn run_peers(sentences: &Path, o: &Opts, out_dir: &Path) -> Option<Value> {
 /// Starts the real server, times it to SERVING, loads it with concurrent clients and reads its
 /// peak RSS.
 fn server_bench(inputs: &[ArticleInput], clients: usize, rounds: usize) -> Value {
-    use std::io::BufRead;
     use stance::wire::pb;
+    use std::io::BufRead;
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_stance"))
         .args(["serve", "--addr", "127.0.0.1:0"])
@@ -480,7 +502,9 @@ fn server_bench(inputs: &[ArticleInput], clients: usize, rounds: usize) -> Value
     });
     let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN);
     let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();

@@ -183,8 +183,7 @@ mod tests {
         let w = |n: usize| WindowInput { ids: vec![1; n], targets: vec![] };
         let ws = [w(5), w(4), w(3), w(20), w(2)];
         let refs: Vec<&WindowInput> = ws.iter().collect();
-        let sizes: Vec<Vec<usize>> =
-            pack(&refs, 10).iter().map(|g| g.iter().map(|x| x.ids.len()).collect()).collect();
+        let sizes: Vec<Vec<usize>> = pack(&refs, 10).iter().map(|g| g.iter().map(|x| x.ids.len()).collect()).collect();
         assert_eq!(sizes, vec![vec![5, 4], vec![3], vec![20], vec![2]]);
         assert_eq!(unique_positions(&[3..5, 1..4], 4), vec![3, 1, 2]);
         assert_eq!(mean_rows(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, [0, 2]), vec![3.0, 4.0]);

@@ -13,7 +13,11 @@ use stance::model::{ModelFiles, StanceModel};
 use stance::pipeline::{Engine, Limits};
 
 #[derive(Parser)]
-#[command(name = "stance", version, about = "How news articles portray named actors: stance per actor and sentence, sentiment per sentence")]
+#[command(
+    name = "stance",
+    version,
+    about = "How news articles portray named actors: stance per actor and sentence, sentiment per sentence"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -101,7 +105,11 @@ impl EngineArgs {
             Some(p) => Lexicon::from_toml_file(p)?,
             None => Lexicon::default_actors(),
         };
-        let limits = Limits { max_article_bytes: self.max_article_bytes, max_sentences: self.max_sentences, ..Limits::default() };
+        let limits = Limits {
+            max_article_bytes: self.max_article_bytes,
+            max_sentences: self.max_sentences,
+            ..Limits::default()
+        };
         Ok(Engine::new(model, lexicon, limits)?)
     }
 }

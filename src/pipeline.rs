@@ -255,10 +255,10 @@ impl Engine {
 /// Validates an article, splits it, finds mentions (with `matcher`, unless the input brings its
 /// own mentions or actors) and cuts encoder windows.
 pub fn prepare(
-tok: &SentenceTokenizer,
-matcher: &ActorMatcher,
-limits: &Limits,
-input: ArticleInput,
+    tok: &SentenceTokenizer,
+    matcher: &ActorMatcher,
+    limits: &Limits,
+    input: ArticleInput,
 ) -> Result<Prepared, InputError> {
     let ArticleInput { id, text, mentions, actors, sentences } = input;
     if text.len() > limits.max_article_bytes {
@@ -295,7 +295,9 @@ input: ArticleInput,
             let matcher = ActorMatcher::new(&lexicon).map_err(InputError::Actors)?;
             matcher.find(&text).into_iter().map(|m| (m.start, m.end, matcher.actor_name(m.actor).to_string())).collect()
         }
-        (None, None) => matcher.find(&text).into_iter().map(|m| (m.start, m.end, matcher.actor_name(m.actor).to_string())).collect(),
+        (None, None) => {
+            matcher.find(&text).into_iter().map(|m| (m.start, m.end, matcher.actor_name(m.actor).to_string())).collect()
+        }
     };
     if found.len() > limits.max_mentions {
         return Err(InputError::TooManyMentions { count: found.len(), max: limits.max_mentions });
@@ -424,7 +426,10 @@ fn validate_mentions(text: &str, explicit: Vec<ExplicitMention>) -> Result<Vec<(
 
 fn validate_sentences(text: &str, spans: &[SpanInput]) -> Result<Vec<(usize, usize, SentenceKind)>, InputError> {
     if spans.is_empty() {
-        return Err(InputError::Sentence { index: 0, reason: "the sentence list is empty; omit it to use the built-in splitter".into() });
+        return Err(InputError::Sentence {
+            index: 0,
+            reason: "the sentence list is empty; omit it to use the built-in splitter".into(),
+        });
     }
     let mut prev_end = 0;
     spans
@@ -479,18 +484,21 @@ mod tests {
         assert!(check_span(text, 0, 99).unwrap_err().contains("beyond the end"));
         let err = validate_mentions(text, vec![ExplicitMention { start: 0, end: 8, actor: " ".into() }]).unwrap_err();
         assert!(err.to_string().contains("mention 0"), "{err}");
-        let err = validate_sentences(text, &[SpanInput { start: 0, end: 8 }, SpanInput { start: 4, end: 13 }]).unwrap_err();
+        let err =
+            validate_sentences(text, &[SpanInput { start: 0, end: 8 }, SpanInput { start: 4, end: 13 }]).unwrap_err();
         assert!(err.to_string().contains("sentence 1"), "{err}");
     }
 
     fn bundled_tokenizer() -> SentenceTokenizer {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(crate::DEFAULT_MODEL_DIR).join("tokenizer.json");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(crate::DEFAULT_MODEL_DIR).join("tokenizer.json");
         SentenceTokenizer::from_file(&path, 128).unwrap()
     }
 
     #[test]
     fn marker_models_get_one_marked_window_per_actor() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(crate::DEFAULT_MODEL_DIR).join("tokenizer.json");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(crate::DEFAULT_MODEL_DIR).join("tokenizer.json");
         let tok = bundled_tokenizer().with_markers(&path, "<", ">").unwrap();
         let (open, close) = tok.markers().unwrap();
         let lexicon = Lexicon::default_actors();

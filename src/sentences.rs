@@ -99,20 +99,12 @@ pub fn split(text: &str) -> Vec<Segment> {
         let mut s = &text[line.clone()];
         if is_markdown_heading(s) {
             flush(text, block.take(), &mut out);
-            out.push(Segment {
-                start: line.start,
-                end: line.end,
-                kind: SegmentKind::Heading,
-            });
+            out.push(Segment { start: line.start, end: line.end, kind: SegmentKind::Heading });
             continue;
         }
         if let Some(media_len) = media_len(s) {
             flush(text, block.take(), &mut out);
-            out.push(Segment {
-                start: line.start,
-                end: line.start + media_len,
-                kind: SegmentKind::Media,
-            });
+            out.push(Segment { start: line.start, end: line.start + media_len, kind: SegmentKind::Media });
             // Prose after the image markup (not a caption) starts a new block.
             let Some(rest) = trim_range(text, line.start + media_len..line.end) else {
                 continue;
@@ -127,11 +119,7 @@ pub fn split(text: &str) -> Vec<Segment> {
             }
             _ => {
                 flush(text, block.take(), &mut out);
-                block = Some(Block {
-                    start: line.start,
-                    end: line.end,
-                    last_line: line,
-                });
+                block = Some(Block { start: line.start, end: line.end, last_line: line });
             }
         }
     }
@@ -173,16 +161,9 @@ fn flush(text: &str, block: Option<Block>, out: &mut Vec<Segment>) {
 
     let single = pieces.len() == 1;
     for r in pieces {
-        let kind = if single && looks_like_heading(&body[r.clone()]) {
-            SegmentKind::Heading
-        } else {
-            SegmentKind::Sentence
-        };
-        out.push(Segment {
-            start: b.start + r.start,
-            end: b.start + r.end,
-            kind,
-        });
+        let kind =
+            if single && looks_like_heading(&body[r.clone()]) { SegmentKind::Heading } else { SegmentKind::Sentence };
+        out.push(Segment { start: b.start + r.start, end: b.start + r.end, kind });
     }
 }
 
@@ -256,9 +237,7 @@ fn sentence_ends(body: &str, chars: &[(usize, char)]) -> Vec<usize> {
         if j >= n {
             break; // The block's end ends the sentence anyway.
         }
-        let fullwidth = chars[run_start..run_end]
-            .iter()
-            .any(|&(_, c)| matches!(c, '。' | '！' | '？'));
+        let fullwidth = chars[run_start..run_end].iter().any(|&(_, c)| matches!(c, '。' | '！' | '？'));
         if (fullwidth || is_space(chars[j].1)) && is_boundary(body, chars, run_start, run_end, j) {
             ends.push(chars[j].0);
         }
@@ -298,19 +277,13 @@ fn keep_attributed_quotes_whole(body: &str, chars: &[(usize, char)], ends: &mut 
             continue;
         }
         let (open_at, close_at) = (chars[o].0, chars[i].0);
-        let (lo, hi) = (
-            ends.partition_point(|&e| e <= open_at),
-            ends.partition_point(|&e| e <= close_at),
-        );
+        let (lo, hi) = (ends.partition_point(|&e| e <= open_at), ends.partition_point(|&e| e <= close_at));
         if lo == hi {
             continue; // Nothing to keep together.
         }
         let from = lo.checked_sub(1).map_or(0, |k| ends[k]);
         let to = ends.get(hi).copied().unwrap_or(body.len());
-        if body
-            .get(from..to)
-            .is_some_and(|s| s.chars().count() <= MAX_QUOTE_SEGMENT_CHARS)
-        {
+        if body.get(from..to).is_some_and(|s| s.chars().count() <= MAX_QUOTE_SEGMENT_CHARS) {
             ends.drain(lo..hi);
         }
     }
@@ -321,13 +294,7 @@ pub const MAX_QUOTE_SEGMENT_CHARS: usize = 600;
 
 /// Whether the punctuation run `chars[run_start..run_end]`, whose closing
 /// quotes end before `chars[after]`, ends a sentence.
-fn is_boundary(
-    body: &str,
-    chars: &[(usize, char)],
-    run_start: usize,
-    run_end: usize,
-    after: usize,
-) -> bool {
+fn is_boundary(body: &str, chars: &[(usize, char)], run_start: usize, run_end: usize, after: usize) -> bool {
     let n = chars.len();
     let mut k = after;
     while k < n && is_space(chars[k].1) {
@@ -359,9 +326,7 @@ fn is_boundary(
         Abbrev::None => true,
         Abbrev::Title => false,
         Abbrev::NumberPrefix => !next.is_numeric(),
-        Abbrev::DatePrefix | Abbrev::Ambiguous => {
-            !next.is_numeric() && (!next.is_uppercase() || starter)
-        }
+        Abbrev::DatePrefix | Abbrev::Ambiguous => !next.is_numeric() && (!next.is_uppercase() || starter),
         Abbrev::Numeral => !at_block_start, // "1. First item" is a list marker.
     }
 }
@@ -373,10 +338,7 @@ fn token_before<'a>(body: &'a str, chars: &[(usize, char)], run_start: usize) ->
     while s > 0 && !is_space(chars[s - 1].1) {
         s -= 1;
     }
-    let (from, to) = (
-        chars.get(s).map_or(0, |c| c.0),
-        chars.get(run_start).map_or(body.len(), |c| c.0),
-    );
+    let (from, to) = (chars.get(s).map_or(0, |c| c.0), chars.get(run_start).map_or(body.len(), |c| c.0));
     let token = body.get(from..to).unwrap_or("");
     let token = token.trim_start_matches(is_opener);
     let token = token.rsplit(['-', '–', '—']).next().unwrap_or(token);
@@ -415,22 +377,18 @@ enum Abbrev {
 }
 
 const TITLES: &[&str] = &[
-    "Mr", "Mrs", "Ms", "Mx", "Messrs", "Mmes", "Mme", "Mlle", "Dr", "Drs", "Prof", "Profs", "Gen",
-    "Lt", "Col", "Maj", "Capt", "Cpt", "Cmdr", "Cdr", "Adm", "Brig", "Sgt", "Cpl", "Pvt", "Pfc",
-    "Gov", "Sen", "Sens", "Rep", "Reps", "Pres", "Supt", "Det", "Insp", "Rev", "Hon", "Amb", "Fr",
-    "Msgr", "St", "Ste", "Mt", "Ft", "vs", "v", "e.g", "i.e", "cf", "viz",
+    "Mr", "Mrs", "Ms", "Mx", "Messrs", "Mmes", "Mme", "Mlle", "Dr", "Drs", "Prof", "Profs", "Gen", "Lt", "Col", "Maj",
+    "Capt", "Cpt", "Cmdr", "Cdr", "Adm", "Brig", "Sgt", "Cpl", "Pvt", "Pfc", "Gov", "Sen", "Sens", "Rep", "Reps",
+    "Pres", "Supt", "Det", "Insp", "Rev", "Hon", "Amb", "Fr", "Msgr", "St", "Ste", "Mt", "Ft", "vs", "v", "e.g", "i.e",
+    "cf", "viz",
 ];
-const NUMBER_PREFIXES: &[&str] = &[
-    "No", "Nos", "Nr", "Vol", "Vols", "Fig", "Figs", "p", "pp", "Art", "Sec", "Ch", "Pt", "Op",
-    "Tel", "Ed", "Para",
-];
-const DATE_PREFIXES: &[&str] = &[
-    "Jan", "Feb", "Mar", "Apr", "Jun", "Jul", "Aug", "Sep", "Sept", "Oct", "Nov", "Dec", "approx",
-    "ca", "est",
-];
+const NUMBER_PREFIXES: &[&str] =
+    &["No", "Nos", "Nr", "Vol", "Vols", "Fig", "Figs", "p", "pp", "Art", "Sec", "Ch", "Pt", "Op", "Tel", "Ed", "Para"];
+const DATE_PREFIXES: &[&str] =
+    &["Jan", "Feb", "Mar", "Apr", "Jun", "Jul", "Aug", "Sep", "Sept", "Oct", "Nov", "Dec", "approx", "ca", "est"];
 const AMBIGUOUS: &[&str] = &[
-    "Inc", "Ltd", "Co", "Corp", "Cos", "Bros", "Jr", "Sr", "Esq", "etc", "al", "Ave", "Blvd", "Rd",
-    "Dept", "Univ", "Assn", "Intl", "Mfg", "Ph.D",
+    "Inc", "Ltd", "Co", "Corp", "Cos", "Bros", "Jr", "Sr", "Esq", "etc", "al", "Ave", "Blvd", "Rd", "Dept", "Univ",
+    "Assn", "Intl", "Mfg", "Ph.D",
 ];
 /// Capitalised words that commonly open a sentence; used to resolve `U.S. The`.
 const STARTERS: &[&str] = &[
@@ -522,11 +480,7 @@ const STARTERS: &[&str] = &[
 /// Whether `word` is `pattern` as written or in all capitals (`MR` for `Mr`).
 fn matches_word(word: &str, pattern: &str) -> bool {
     word == pattern
-        || (word.len() == pattern.len()
-            && word
-                .bytes()
-                .zip(pattern.bytes())
-                .all(|(w, p)| w == p.to_ascii_uppercase()))
+        || (word.len() == pattern.len() && word.bytes().zip(pattern.bytes()).all(|(w, p)| w == p.to_ascii_uppercase()))
 }
 
 fn classify(token: &str) -> Abbrev {
@@ -551,9 +505,7 @@ fn classify(token: &str) -> Abbrev {
 /// `U.S`, `a.m`, `U.S.A`, `Ph.D`: letter groups of one or two letters between dots.
 fn is_dotted_abbreviation(token: &str) -> bool {
     token.contains('.')
-        && token
-            .split('.')
-            .all(|p| (1..=2).contains(&p.chars().count()) && p.chars().all(char::is_alphabetic))
+        && token.split('.').all(|p| (1..=2).contains(&p.chars().count()) && p.chars().all(char::is_alphabetic))
 }
 
 /// A single capital letter, as in `George W. Bush`.
@@ -575,11 +527,7 @@ fn can_join(prev: &str, next: &str) -> bool {
     match last {
         '.' if !core.ends_with("..") => {
             let body = &core[..core.len() - 1];
-            let token = body
-                .rsplit(is_space)
-                .next()
-                .unwrap_or(body)
-                .trim_start_matches(is_opener);
+            let token = body.rsplit(is_space).next().unwrap_or(body).trim_start_matches(is_opener);
             let token = token.rsplit(['-', '–', '—']).next().unwrap_or(token);
             !matches!(classify(token), Abbrev::None | Abbrev::Numeral)
         }
@@ -592,14 +540,8 @@ fn can_join(prev: &str, next: &str) -> bool {
 /// the whole line for a lone URL or an image with a short caption, only the
 /// image markup when longer prose follows it; `None` for other lines.
 fn media_len(s: &str) -> Option<usize> {
-    let t = s
-        .strip_prefix('<')
-        .and_then(|t| t.strip_suffix('>'))
-        .unwrap_or(s);
-    if !t.contains(is_space)
-        && ["http://", "https://", "ftp://", "www."]
-            .iter()
-            .any(|p| starts_with_ignore_case(t, p))
+    let t = s.strip_prefix('<').and_then(|t| t.strip_suffix('>')).unwrap_or(s);
+    if !t.contains(is_space) && ["http://", "https://", "ftp://", "www."].iter().any(|p| starts_with_ignore_case(t, p))
     {
         return Some(s.len());
     }
@@ -608,11 +550,7 @@ fn media_len(s: &str) -> Option<usize> {
         Some(m) if short(&s[m..]) => Some(s.len()),
         Some(m) => Some(m),
         // Malformed image markup: a short line is still media.
-        None if (s.starts_with("![")
-            || s.starts_with("[![")
-            || starts_with_ignore_case(s, "<img"))
-            && short(s) =>
-        {
+        None if (s.starts_with("![") || s.starts_with("[![") || starts_with_ignore_case(s, "<img")) && short(s) => {
             Some(s.len())
         }
         None => None,
@@ -671,8 +609,7 @@ fn word_count(s: &str) -> usize {
 }
 
 fn starts_with_ignore_case(s: &str, prefix: &str) -> bool {
-    s.get(..prefix.len())
-        .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    s.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix))
 }
 
 /// `# Title` … `###### Title`.
@@ -689,11 +626,7 @@ fn looks_like_heading(s: &str) -> bool {
         Some(i) if i > 0 && is_bare_parenthetical(&s[i..]) => s[..i].trim_end_matches(is_space),
         _ => s,
     };
-    let ends_punctuated = core
-        .trim_end_matches(is_closer)
-        .chars()
-        .next_back()
-        .is_some_and(is_terminal);
+    let ends_punctuated = core.trim_end_matches(is_closer).chars().next_back().is_some_and(is_terminal);
     !ends_punctuated && word_count(s) <= HEADING_MAX_WORDS
 }
 
@@ -709,39 +642,17 @@ pub fn is_space(c: char) -> bool {
 }
 
 fn is_line_break(c: char) -> bool {
-    matches!(
-        c,
-        '\n' | '\r' | '\u{0B}' | '\u{0C}' | '\u{85}' | '\u{2028}' | '\u{2029}'
-    )
+    matches!(c, '\n' | '\r' | '\u{0B}' | '\u{0C}' | '\u{85}' | '\u{2028}' | '\u{2029}')
 }
 
 /// Sentence-final punctuation.
 fn is_terminal(c: char) -> bool {
-    matches!(
-        c,
-        '.' | '!'
-            | '?'
-            | '…'
-            | '‽'
-            | '‼'
-            | '⁇'
-            | '⁈'
-            | '⁉'
-            | '。'
-            | '！'
-            | '？'
-            | '؟'
-            | '।'
-            | '॥'
-    )
+    matches!(c, '.' | '!' | '?' | '…' | '‽' | '‼' | '⁇' | '⁈' | '⁉' | '。' | '！' | '？' | '؟' | '।' | '॥')
 }
 
 /// Closing quotes and brackets that stay with the sentence they end.
 fn is_closer(c: char) -> bool {
-    matches!(
-        c,
-        '"' | '\'' | '”' | '’' | '»' | '›' | ')' | ']' | '}' | '*' | '_' | '」' | '』' | '）'
-    )
+    matches!(c, '"' | '\'' | '”' | '’' | '»' | '›' | ')' | ']' | '}' | '*' | '_' | '」' | '』' | '）')
 }
 
 /// Opening quotes and brackets skipped when looking at the next word.
@@ -770,10 +681,7 @@ fn is_opener(c: char) -> bool {
 
 /// Characters that continue a sentence when they follow a period and a space.
 fn is_continuation(c: char) -> bool {
-    matches!(
-        c,
-        ',' | ';' | ':' | ')' | ']' | '}' | '-' | '–' | '—' | '.' | '…' | '/' | '%' | '&'
-    )
+    matches!(c, ',' | ';' | ':' | ')' | ']' | '}' | '-' | '–' | '—' | '.' | '…' | '/' | '%' | '&')
 }
 
 #[cfg(test)]
@@ -957,19 +865,11 @@ pub(crate) mod tests {
         for (input, expected) in CASES {
             let got = texts(input);
             if got != *expected {
-                failures.push(format!(
-                    "input:    {input:?}\nexpected: {expected:?}\ngot:      {got:?}"
-                ));
+                failures.push(format!("input:    {input:?}\nexpected: {expected:?}\ngot:      {got:?}"));
             }
         }
         assert!(CASES.len() >= 30);
-        assert!(
-            failures.is_empty(),
-            "{} of {} cases failed:\n{}",
-            failures.len(),
-            CASES.len(),
-            failures.join("\n\n")
-        );
+        assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), CASES.len(), failures.join("\n\n"));
     }
 
     #[test]
@@ -979,10 +879,7 @@ pub(crate) mod tests {
                      It is obvious. Many will not return.\n\n![x](https://e.com/a.png) A caption\n\
                      https://example.com/story\n\n# Why it matters.\nSource link\n\
                      Your email address will not be published. Required fields are marked *";
-        let got: Vec<(&str, SegmentKind)> = split(input)
-            .iter()
-            .map(|s| (s.text(input), s.kind))
-            .collect();
+        let got: Vec<(&str, SegmentKind)> = split(input).iter().map(|s| (s.text(input), s.kind)).collect();
         assert_eq!(
             got,
             vec![
@@ -1008,33 +905,15 @@ pub(crate) mod tests {
         assert_eq!(segs, split(input), "not deterministic: {input:?}");
         let mut covered_to = 0;
         for s in &segs {
-            assert!(
-                s.start < s.end && s.end <= input.len(),
-                "bad range {s:?} in {input:?}"
-            );
-            assert!(
-                input.is_char_boundary(s.start) && input.is_char_boundary(s.end),
-                "{s:?} in {input:?}"
-            );
-            assert!(
-                s.start >= covered_to,
-                "overlap/out of order {segs:?} in {input:?}"
-            );
+            assert!(s.start < s.end && s.end <= input.len(), "bad range {s:?} in {input:?}");
+            assert!(input.is_char_boundary(s.start) && input.is_char_boundary(s.end), "{s:?} in {input:?}");
+            assert!(s.start >= covered_to, "overlap/out of order {segs:?} in {input:?}");
             let text = &input[s.range()];
-            assert!(
-                !text.starts_with(is_space) && !text.ends_with(is_space),
-                "untrimmed {text:?} in {input:?}"
-            );
-            assert!(
-                input[covered_to..s.start].chars().all(is_space),
-                "lost text before {s:?} in {input:?}"
-            );
+            assert!(!text.starts_with(is_space) && !text.ends_with(is_space), "untrimmed {text:?} in {input:?}");
+            assert!(input[covered_to..s.start].chars().all(is_space), "lost text before {s:?} in {input:?}");
             covered_to = s.end;
         }
-        assert!(
-            input[covered_to..].chars().all(is_space),
-            "lost text at end of {input:?} ({segs:?})"
-        );
+        assert!(input[covered_to..].chars().all(is_space), "lost text at end of {input:?} ({segs:?})");
     }
 
     /// Checks the invariants on `buf` extended by every string of up to `depth` chars.
@@ -1183,10 +1062,8 @@ pub(crate) mod tests {
     /// Where the sample articles live: `$SENTENCES_ARTICLES_DIR` if set, else
     /// `../shared/articles` next to the crate.
     pub(crate) fn articles_dir() -> std::path::PathBuf {
-        std::env::var_os("SENTENCES_ARTICLES_DIR").map_or_else(
-            || concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/articles").into(),
-            Into::into,
-        )
+        std::env::var_os("SENTENCES_ARTICLES_DIR")
+            .map_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/articles").into(), Into::into)
     }
 
     #[test]
@@ -1211,42 +1088,22 @@ pub(crate) mod tests {
             check_invariants(&text);
             for s in split(&text) {
                 let seg = s.text(&text);
-                assert!(
-                    seg.chars().count() <= 600,
-                    "{}: overlong segment {seg:?}",
-                    path.display()
-                );
+                assert!(seg.chars().count() <= 600, "{}: overlong segment {seg:?}", path.display());
                 // A segment may start lowercase only where a source line does.
-                let before =
-                    text[..s.start].trim_end_matches(|c: char| is_space(c) && !is_line_break(c));
+                let before = text[..s.start].trim_end_matches(|c: char| is_space(c) && !is_line_break(c));
                 let line_start = before.is_empty() || before.ends_with(is_line_break);
                 if seg.starts_with(char::is_lowercase) {
-                    assert!(
-                        line_start,
-                        "{}: lowercase segment start {seg:?}",
-                        path.display()
-                    );
+                    assert!(line_start, "{}: lowercase segment start {seg:?}", path.display());
                 }
                 if s.kind == SegmentKind::Media {
-                    assert!(
-                        seg.starts_with("![") || seg.starts_with("http"),
-                        "odd media {seg:?}"
-                    );
+                    assert!(seg.starts_with("![") || seg.starts_with("http"), "odd media {seg:?}");
                 }
                 for (i, known) in ARTICLE_SEGMENTS.iter().enumerate() {
                     found[i] |= seg == *known;
                 }
             }
         }
-        let missing: Vec<_> = ARTICLE_SEGMENTS
-            .iter()
-            .zip(&found)
-            .filter(|(_, f)| !**f)
-            .map(|(s, _)| s)
-            .collect();
-        assert!(
-            missing.is_empty(),
-            "known segments not produced whole: {missing:#?}"
-        );
+        let missing: Vec<_> = ARTICLE_SEGMENTS.iter().zip(&found).filter(|(_, f)| !**f).map(|(s, _)| s).collect();
+        assert!(missing.is_empty(), "known segments not produced whole: {missing:#?}");
     }
 }

@@ -45,7 +45,8 @@ impl SentenceTokenizer {
         // Windows are cut here, not by the tokenizer; a file may carry its own settings.
         inner.with_truncation(None).map_err(|e| invalid(e.to_string()))?;
         inner.with_padding(None);
-        let special = |tok: &str| inner.token_to_id(tok).ok_or_else(|| invalid(format!("the vocabulary has no {tok} token")));
+        let special =
+            |tok: &str| inner.token_to_id(tok).ok_or_else(|| invalid(format!("the vocabulary has no {tok} token")));
         let (cls, sep) = (special("[CLS]")?, special("[SEP]")?);
         if max_tokens < 8 {
             return Err(invalid(format!("max_tokens {max_tokens} is too small")));
@@ -96,7 +97,8 @@ impl SentenceTokenizer {
 /// for each merged span, its positions in them (markers included, so the pooled states are the
 /// markers' and the mention's).
 pub fn mark(ids: &[u32], spans: &[Range<usize>], (open, close): (u32, u32)) -> (Vec<u32>, Vec<Range<usize>>) {
-    let mut sorted: Vec<Range<usize>> = spans.iter().filter(|r| r.start < r.end && r.end <= ids.len()).cloned().collect();
+    let mut sorted: Vec<Range<usize>> =
+        spans.iter().filter(|r| r.start < r.end && r.end <= ids.len()).cloned().collect();
     sorted.sort_by_key(|r| (r.start, r.end));
     let mut merged: Vec<Range<usize>> = Vec::new();
     for r in sorted {

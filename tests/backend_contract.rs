@@ -35,9 +35,14 @@ fn assert_same(a: &[WindowScores], b: &[WindowScores], what: &str) {
     let mut worst = 0f32;
     for (w, (x, y)) in a.iter().zip(b).enumerate() {
         assert_eq!(x.targets.len(), y.targets.len(), "{what}: window {w} targets");
-        let pairs = std::iter::once((x.sentence, y.sentence)).chain(x.targets.iter().copied().zip(y.targets.iter().copied()));
+        let pairs =
+            std::iter::once((x.sentence, y.sentence)).chain(x.targets.iter().copied().zip(y.targets.iter().copied()));
         for (p, q) in pairs {
-            assert_eq!(Polarity::from_probs(p).label, Polarity::from_probs(q).label, "{what}: window {w}: {p:?} vs {q:?}");
+            assert_eq!(
+                Polarity::from_probs(p).label,
+                Polarity::from_probs(q).label,
+                "{what}: window {w}: {p:?} vs {q:?}"
+            );
             for k in 0..3 {
                 worst = worst.max((p[k] - q[k]).abs());
             }

@@ -75,7 +75,11 @@ fn bad_records_become_error_records_and_exit_1() {
         m
     });
     assert_eq!(by_id["empty"][0]["error"], "the text is empty; send the article's text");
-    assert!(by_id["in.jsonl:5"][0]["error"].as_str().unwrap().starts_with("in.jsonl:5: invalid JSON: "), "{:?}", by_id["in.jsonl:5"]);
+    assert!(
+        by_id["in.jsonl:5"][0]["error"].as_str().unwrap().starts_with("in.jsonl:5: invalid JSON: "),
+        "{:?}",
+        by_id["in.jsonl:5"]
+    );
     assert_eq!(by_id["r1"].len(), 2);
     assert!(by_id["r1"].iter().any(|v| v["error"].as_str().is_some_and(|e| e.starts_with("duplicate id"))));
     assert!(by_id["r1"].iter().any(|v| v["sentences"].is_array()));

@@ -38,7 +38,11 @@ fn fixture() -> String {
 }
 
 fn json_lines(o: &Output) -> Vec<Value> {
-    stdout(o).lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect()
+    stdout(o)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
 }
 
 fn is_prob(v: &Value) -> bool {
@@ -85,13 +89,17 @@ fn check_article(a: &Value, text: &str) {
         for k in ["mentions", "sentences", "negative", "neutral", "positive"] {
             assert!(agg[k].is_u64(), "{agg}");
         }
-        let counted = agg["negative"].as_u64().unwrap() + agg["neutral"].as_u64().unwrap() + agg["positive"].as_u64().unwrap();
+        let counted =
+            agg["negative"].as_u64().unwrap() + agg["neutral"].as_u64().unwrap() + agg["positive"].as_u64().unwrap();
         assert_eq!(counted, agg["sentences"].as_u64().unwrap());
         assert!(agg["score"].as_f64().unwrap().abs() <= 1.0);
         for k in ["most_negative", "most_positive"] {
             let i = agg["evidence"][k].as_u64().unwrap() as usize;
             let name = agg["actor"].as_str().unwrap();
-            assert!(sentences[i]["actors"].as_array().unwrap().iter().any(|x| x["actor"] == name), "evidence {k} must mention {name}");
+            assert!(
+                sentences[i]["actors"].as_array().unwrap().iter().any(|x| x["actor"] == name),
+                "evidence {k} must mention {name}"
+            );
         }
     }
     assert!(a["sentiment"]["label"].is_string() && a["sentiment"]["score"].is_number());
@@ -255,8 +263,11 @@ fn the_five_shared_articles_score_with_valid_offsets() {
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no articles in {}", dir.display());
-    let args: Vec<String> =
-        ["score", "--format", "json"].iter().map(|s| s.to_string()).chain(files.iter().map(|p| p.display().to_string())).collect();
+    let args: Vec<String> = ["score", "--format", "json"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(files.iter().map(|p| p.display().to_string()))
+        .collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = stance(&args, None);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -294,7 +305,8 @@ fn a_closed_stdout_pipe_ends_quietly_with_success() {
     let text = std::fs::read_to_string(fixture()).unwrap();
     // 40 articles of ~6 KB of JSON each: far more than a pipe buffer holds, so the command is
     // still writing when the pipe closes.
-    let input: String = (0..40).map(|i| serde_json::json!({"id": format!("a{i}"), "text": text}).to_string() + "\n").collect();
+    let input: String =
+        (0..40).map(|i| serde_json::json!({"id": format!("a{i}"), "text": text}).to_string() + "\n").collect();
     let mut child = Command::new(env!("CARGO_BIN_EXE_stance"))
         .args(["score", "--format", "json", "--input-format", "jsonl", "-"])
         .current_dir(root())
@@ -342,7 +354,8 @@ fn a_full_disk_is_an_error_message_not_a_panic() {
 /// line is named `NAME:LINE` with the same messages.
 #[test]
 fn jsonl_records_need_an_id_as_in_batch() {
-    let input = "{\"id\":\"a\",\"text\":\"Russia spoke.\"}\n{\"text\":\"No id.\"}\n{\"id\":7,\"text\":\"Bad id.\"}\n[1]\n";
+    let input =
+        "{\"id\":\"a\",\"text\":\"Russia spoke.\"}\n{\"text\":\"No id.\"}\n{\"id\":7,\"text\":\"Bad id.\"}\n[1]\n";
     let o = stance(&["score", "--format", "json", "--input-format", "jsonl", "-"], Some(input.as_bytes()));
     assert_eq!(o.status.code(), Some(1));
     let ids: Vec<String> = json_lines(&o).iter().map(|a| a["id"].as_str().unwrap().to_string()).collect();

@@ -54,7 +54,10 @@ fn encoder_matches_reference_bert() {
         let got = ours.forward(&batch.ids, &batch.mask, p).unwrap();
         for (row, w) in windows.iter().enumerate() {
             let n = w.ids.len();
-            let d = max_abs_diff(&got.get(row).unwrap().narrow(0, 0, n).unwrap(), &expected.get(row).unwrap().narrow(0, 0, n).unwrap());
+            let d = max_abs_diff(
+                &got.get(row).unwrap().narrow(0, 0, n).unwrap(),
+                &expected.get(row).unwrap().narrow(0, 0, n).unwrap(),
+            );
             assert!(d < 1e-4, "{p:?}, sentence {row}: max abs difference {d}");
         }
     }

@@ -8,7 +8,10 @@ use std::process::Command;
 fn eval(predictions: &Path, reference: bool) -> Vec<serde_json::Value> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_stance"));
-    cmd.current_dir(&root).args(["eval", "--test", "false", "--predictions"]).arg(predictions).env_remove("STANCE_MODEL");
+    cmd.current_dir(&root)
+        .args(["eval", "--test", "false", "--predictions"])
+        .arg(predictions)
+        .env_remove("STANCE_MODEL");
     if reference {
         cmd.arg("--reference-encoder");
     }

@@ -8,7 +8,20 @@ fn train(out: &std::path::Path, seed: &str) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let o = Command::new(env!("CARGO_BIN_EXE_stance"))
         .current_dir(&root)
-        .args(["train", "--limit", "24", "--epochs", "1", "--sentence-epochs", "2", "--batch-size", "8", "--seed", seed, "--out"])
+        .args([
+            "train",
+            "--limit",
+            "24",
+            "--epochs",
+            "1",
+            "--sentence-epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--seed",
+            seed,
+            "--out",
+        ])
         .arg(out)
         .output()
         .unwrap();

@@ -50,7 +50,8 @@ pub trait Backend: Send + Sync {
 
 /// Splits `logits` (`[targets, 3]` rows, in window order) among the windows that own them.
 fn distribute(sentence: Vec<[f32; 3]>, targets: Vec<[f32; 3]>, owners: &[usize]) -> Vec<WindowLogits> {
-    let mut out: Vec<WindowLogits> = sentence.into_iter().map(|s| WindowLogits { sentence: s, targets: Vec::new() }).collect();
+    let mut out: Vec<WindowLogits> =
+        sentence.into_iter().map(|s| WindowLogits { sentence: s, targets: Vec::new() }).collect();
     for (&row, t) in owners.iter().zip(targets) {
         out[row].targets.push(t);
     }

@@ -108,7 +108,10 @@ fn open_output(path: &Path) -> Result<(File, Previous)> {
     let mut prev = Previous::default();
     if let Ok(meta) = std::fs::metadata(path) {
         if !meta.is_file() {
-            bail!("{}: not a regular file; the output is read back to resume a job, so it must be a file", path.display());
+            bail!(
+                "{}: not a regular file; the output is read back to resume a job, so it must be a file",
+                path.display()
+            );
         }
     }
     let mut file = OpenOptions::new()

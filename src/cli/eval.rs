@@ -169,10 +169,13 @@ pub fn run(files: Result<ModelFiles>, o: &EvalOptions) -> Result<()> {
             }
             report.insert(format!("{head}_temperature"), json!(t));
         }
-        report.insert("fitted_on".into(), json!({
-            "target": target_dev.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>(),
-            "sentence": sentence_dev.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>(),
-        }));
+        report.insert(
+            "fitted_on".into(),
+            json!({
+                "target": target_dev.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>(),
+                "sentence": sentence_dev.iter().map(|(s, _)| s.clone()).collect::<Vec<_>>(),
+            }),
+        );
         scores.insert("calibration".into(), serde_json::Value::Object(report));
         calibration = Calibration { target_temperature: t_target as f32, sentence_temperature: t_sentence as f32 };
     }

@@ -75,7 +75,9 @@ pub fn parse_line(name: &str, n: usize, line: &str) -> Record {
         Err(e) => return fail(fallback, format!("invalid JSON: {e}")),
     };
     let id = match v.get("id") {
-        _ if !v.is_object() => Err("not a JSON object; each line is one record `{\"id\": ..., \"text\": ...}`".to_string()),
+        _ if !v.is_object() => {
+            Err("not a JSON object; each line is one record `{\"id\": ..., \"text\": ...}`".to_string())
+        }
         Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
         Some(Value::String(_)) => Err("bad id: the id is empty; ids are non-empty strings".to_string()),
         Some(other) => Err(format!("bad id {other}: ids are non-empty strings")),
@@ -102,7 +104,10 @@ pub fn parse_jsonl(name: &str, text: &str) -> Vec<Record> {
 pub fn text_article(source: &str, text: String) -> Record {
     let id = source_name(source);
     if text.trim().is_empty() {
-        return Record { key: id.clone(), article: Err(format!("{id}: the input is empty; give a file with the article's text")) };
+        return Record {
+            key: id.clone(),
+            article: Err(format!("{id}: the input is empty; give a file with the article's text")),
+        };
     }
     Record { key: id.clone(), article: Ok(ArticleInput { id, text, ..Default::default() }) }
 }
@@ -120,7 +125,10 @@ pub fn read_source(source: &str, format: InputFormat) -> Vec<Record> {
     }
     let records = parse_jsonl(&name, &text);
     if records.is_empty() {
-        return vec![Record { key: name.clone(), article: Err(format!("{name}: the input is empty; give one JSON object per line")) }];
+        return vec![Record {
+            key: name.clone(),
+            article: Err(format!("{name}: the input is empty; give one JSON object per line")),
+        }];
     }
     records
 }
@@ -148,7 +156,10 @@ mod tests {
         assert!(bad.article.unwrap_err().starts_with("x.jsonl:4: invalid JSON"));
         let e = parse_line("x.jsonl", 5, "{\"id\":7,\"text\":\"Hi.\"}").article.unwrap_err();
         assert!(e.starts_with("x.jsonl:5: bad id 7"), "{e}");
-        assert!(parse_line("x.jsonl", 6, "{\"id\":\" \",\"text\":\"Hi.\"}").article.unwrap_err().contains("the id is empty"));
+        assert!(parse_line("x.jsonl", 6, "{\"id\":\" \",\"text\":\"Hi.\"}")
+            .article
+            .unwrap_err()
+            .contains("the id is empty"));
         assert!(parse_line("x.jsonl", 6, "[1]").article.unwrap_err().contains("not a JSON object"));
         let r = parse_line("x.jsonl", 7, "{\"id\":\"b\",\"txt\":1}");
         assert_eq!(r.key, "b", "a record with an id keeps it, even when it is invalid");

@@ -31,7 +31,8 @@ pub fn render(a: &ArticleScore) -> String {
     let _ = writeln!(o, "== {}  ({} {})", a.id, a.model.name, a.model.version);
     let _ = writeln!(o, "{:>4}  {:<10}  {:<34}  text", "#", "sentiment", "actors (stance)");
     for s in &a.sentences {
-        let actors = s.actors.iter().map(|x| format!("{} {}", x.actor, pol(&x.polarity))).collect::<Vec<_>>().join(", ");
+        let actors =
+            s.actors.iter().map(|x| format!("{} {}", x.actor, pol(&x.polarity))).collect::<Vec<_>>().join(", ");
         let _ = writeln!(o, "{:>4}  {:<10}  {:<34}  {}", s.index, pol(&s.sentiment), actors, clip(&s.text, 90));
     }
     let _ = writeln!(o);
@@ -59,7 +60,13 @@ pub fn render(a: &ArticleScore) -> String {
                 x.evidence.most_negative,
                 text(x.evidence.most_negative)
             );
-            let _ = writeln!(o, "{:>74}  most positive #{}: {}", "", x.evidence.most_positive, text(x.evidence.most_positive));
+            let _ = writeln!(
+                o,
+                "{:>74}  most positive #{}: {}",
+                "",
+                x.evidence.most_positive,
+                text(x.evidence.most_positive)
+            );
         }
     }
     let _ = writeln!(o, "article sentiment: {} {:+.2}", a.sentiment.label.as_str(), a.sentiment.score);

@@ -148,7 +148,13 @@ fn resolve(
             let g = match v.to_ascii_lowercase().as_str() {
                 "avx512" => Gemm::Avx512,
                 "gemm" => Gemm::Crate,
-                _ => return Err(PathError::Unknown { var: GEMM_VAR, value: v.to_string(), expected: "auto, avx512, gemm" }),
+                _ => {
+                    return Err(PathError::Unknown {
+                        var: GEMM_VAR,
+                        value: v.to_string(),
+                        expected: "auto, avx512, gemm",
+                    })
+                }
             };
             let missing = gemm_missing(g);
             if !missing.is_empty() {

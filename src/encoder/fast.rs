@@ -143,7 +143,11 @@ impl FastEncoder {
         let mut acc = 0;
         for s in seqs {
             if s.len() > self.max_positions {
-                candle_core::bail!("sequence of {} tokens exceeds the model's {} positions", s.len(), self.max_positions);
+                candle_core::bail!(
+                    "sequence of {} tokens exceeds the model's {} positions",
+                    s.len(),
+                    self.max_positions
+                );
             }
             if let Some(&bad) = s.iter().find(|&&id| id as usize >= self.vocab) {
                 candle_core::bail!("token id {bad} is outside the vocabulary ({})", self.vocab);

@@ -37,10 +37,7 @@ pub struct ActorDef {
 impl ActorDef {
     /// All aliases, case-insensitive ones first.
     pub fn all_aliases(&self) -> impl Iterator<Item = &str> {
-        self.aliases
-            .iter()
-            .chain(&self.case_sensitive)
-            .map(String::as_str)
+        self.aliases.iter().chain(&self.case_sensitive).map(String::as_str)
     }
 }
 
@@ -64,10 +61,7 @@ struct LexiconFile {
 #[derive(Debug, thiserror::Error)]
 pub enum LexiconError {
     #[error("cannot read actor lexicon file {}: {error}", path.display())]
-    Io {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    Io { path: PathBuf, error: std::io::Error },
 
     #[error(
         "actor lexicon ({origin}) is not valid: {message}\n\
@@ -77,9 +71,7 @@ pub enum LexiconError {
     )]
     Parse { origin: String, message: String },
 
-    #[error(
-        "actor lexicon defines no actors; add at least one [[actor]] table with a name and aliases"
-    )]
+    #[error("actor lexicon defines no actors; add at least one [[actor]] table with a name and aliases")]
     NoActors,
 
     #[error("actor #{position} has an empty name; set `name = \"...\"` in that [[actor]] table")]
@@ -105,11 +97,7 @@ pub enum LexiconError {
          (aliases are compared ignoring case and diacritics); an alias may belong to only one actor, \
          remove it from one of them"
     )]
-    SharedAlias {
-        alias: String,
-        first: String,
-        second: String,
-    },
+    SharedAlias { alias: String, first: String, second: String },
 
     #[error("actor {actor:?} has an empty exclude phrase {phrase:?}; remove it from `exclude`")]
     EmptyExclude { actor: String, phrase: String },
@@ -127,10 +115,7 @@ pub enum LexiconError {
     ExcludeWithoutAlias { actor: String, phrase: String },
 
     #[error("in actor lexicon file {}: {error}", path.display())]
-    InFile {
-        path: PathBuf,
-        error: Box<LexiconError>,
-    },
+    InFile { path: PathBuf, error: Box<LexiconError> },
 
     #[error("cannot build the actor matcher: {0}")]
     Automaton(String),
@@ -156,17 +141,12 @@ impl Lexicon {
 
     /// Reads, parses and validates a lexicon file. Errors name the file.
     pub fn from_toml_file(path: &Path) -> Result<Lexicon, LexiconError> {
-        let text = std::fs::read_to_string(path).map_err(|error| LexiconError::Io {
-            path: path.to_path_buf(),
-            error,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|error| LexiconError::Io { path: path.to_path_buf(), error })?;
         Lexicon::parse(&text, &path.display().to_string()).map_err(|e| match e {
             // Parse errors already carry the path as their origin.
             LexiconError::Parse { .. } => e,
-            other => LexiconError::InFile {
-                path: path.to_path_buf(),
-                error: Box::new(other),
-            },
+            other => LexiconError::InFile { path: path.to_path_buf(), error: Box::new(other) },
         })
     }
 
@@ -196,22 +176,15 @@ impl Lexicon {
                 return Err(LexiconError::EmptyName { position: i + 1 });
             }
             if !names.insert(name.to_lowercase()) {
-                return Err(LexiconError::DuplicateName {
-                    name: name.to_string(),
-                });
+                return Err(LexiconError::DuplicateName { name: name.to_string() });
             }
             if def.aliases.is_empty() && def.case_sensitive.is_empty() {
-                return Err(LexiconError::NoAliases {
-                    actor: name.to_string(),
-                });
+                return Err(LexiconError::NoAliases { actor: name.to_string() });
             }
             for alias in def.all_aliases() {
                 let key = fold_key(alias);
                 if !key.chars().any(char::is_alphanumeric) {
-                    return Err(LexiconError::EmptyAlias {
-                        actor: name.to_string(),
-                        alias: alias.to_string(),
-                    });
+                    return Err(LexiconError::EmptyAlias { actor: name.to_string(), alias: alias.to_string() });
                 }
                 match owners.get(&key) {
                     Some(&j) if j != i => {
@@ -234,22 +207,13 @@ impl Lexicon {
                 let actor = || def.name.trim().to_string();
                 let key = fold_key(phrase);
                 if !key.chars().any(char::is_alphanumeric) {
-                    return Err(LexiconError::EmptyExclude {
-                        actor: actor(),
-                        phrase: phrase.clone(),
-                    });
+                    return Err(LexiconError::EmptyExclude { actor: actor(), phrase: phrase.clone() });
                 }
                 if keys.contains(&key) {
-                    return Err(LexiconError::ExcludeIsAlias {
-                        actor: actor(),
-                        phrase: phrase.clone(),
-                    });
+                    return Err(LexiconError::ExcludeIsAlias { actor: actor(), phrase: phrase.clone() });
                 }
                 if !keys.iter().any(|k| contains_word(&key, k)) {
-                    return Err(LexiconError::ExcludeWithoutAlias {
-                        actor: actor(),
-                        phrase: phrase.clone(),
-                    });
+                    return Err(LexiconError::ExcludeWithoutAlias { actor: actor(), phrase: phrase.clone() });
                 }
             }
         }
@@ -264,9 +228,7 @@ impl Lexicon {
     /// Index of the actor with this name (ignoring case), if any.
     pub fn actor_index(&self, name: &str) -> Option<usize> {
         let name = name.trim();
-        self.actors
-            .iter()
-            .position(|a| a.name.trim().to_lowercase() == name.to_lowercase())
+        self.actors.iter().position(|a| a.name.trim().to_lowercase() == name.to_lowercase())
     }
 }
 
@@ -321,36 +283,21 @@ mod tests {
     fn validation_errors() {
         type Check = fn(&LexiconError) -> bool;
         let cases: Vec<(Vec<ActorDef>, Check, &[&str])> = vec![
-            (
-                vec![],
-                |e| matches!(e, LexiconError::NoActors),
-                &["no actors"],
-            ),
-            (
-                vec![def("  ", &["x"])],
-                |e| matches!(e, LexiconError::EmptyName { position: 1 }),
-                &["#1", "empty name"],
-            ),
+            (vec![], |e| matches!(e, LexiconError::NoActors), &["no actors"]),
+            (vec![def("  ", &["x"])], |e| matches!(e, LexiconError::EmptyName { position: 1 }), &["#1", "empty name"]),
             (
                 vec![def("Russia", &["Russia"]), def("russia", &["Moscow"])],
                 |e| matches!(e, LexiconError::DuplicateName { .. }),
                 &["\"russia\"", "twice"],
             ),
-            (
-                vec![def("Russia", &[])],
-                |e| matches!(e, LexiconError::NoAliases { .. }),
-                &["\"Russia\"", "no aliases"],
-            ),
+            (vec![def("Russia", &[])], |e| matches!(e, LexiconError::NoAliases { .. }), &["\"Russia\"", "no aliases"]),
             (
                 vec![def("Russia", &["Russia", " - "])],
                 |e| matches!(e, LexiconError::EmptyAlias { .. }),
                 &["\"Russia\"", "empty alias"],
             ),
             (
-                vec![
-                    def("Russia", &["Russia", "Baku"]),
-                    def("Azerbaijan", &["Azerbaijan", "BAKÚ"]),
-                ],
+                vec![def("Russia", &["Russia", "Baku"]), def("Azerbaijan", &["Azerbaijan", "BAKÚ"])],
                 |e| matches!(e, LexiconError::SharedAlias { .. }),
                 &["\"BAKÚ\"", "\"Russia\"", "\"Azerbaijan\""],
             ),
@@ -373,23 +320,11 @@ mod tests {
             Lexicon::from_defs(vec![d])
         };
         assert!(with_excl("The Moscow Times").is_ok());
-        assert!(matches!(
-            with_excl("moscow"),
-            Err(LexiconError::ExcludeIsAlias { .. })
-        ));
-        assert!(matches!(
-            with_excl("Muscovy"),
-            Err(LexiconError::ExcludeWithoutAlias { .. })
-        ));
+        assert!(matches!(with_excl("moscow"), Err(LexiconError::ExcludeIsAlias { .. })));
+        assert!(matches!(with_excl("Muscovy"), Err(LexiconError::ExcludeWithoutAlias { .. })));
         // "Moscow" only as part of a longer word does not count.
-        assert!(matches!(
-            with_excl("Moscowite news"),
-            Err(LexiconError::ExcludeWithoutAlias { .. })
-        ));
-        assert!(matches!(
-            with_excl(""),
-            Err(LexiconError::EmptyExclude { .. })
-        ));
+        assert!(matches!(with_excl("Moscowite news"), Err(LexiconError::ExcludeWithoutAlias { .. })));
+        assert!(matches!(with_excl(""), Err(LexiconError::EmptyExclude { .. })));
     }
 
     #[test]
@@ -405,29 +340,15 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
 
         let bad = dir.join("bad_actors.toml");
-        std::fs::write(
-            &bad,
-            "[[actor]]\nname = \"Russia\"\naliases = [\"Russia\"\n",
-        )
-        .unwrap();
+        std::fs::write(&bad, "[[actor]]\nname = \"Russia\"\naliases = [\"Russia\"\n").unwrap();
         let msg = Lexicon::from_toml_file(&bad).unwrap_err().to_string();
         assert!(msg.contains("bad_actors.toml"), "{msg}");
-        assert!(
-            msg.contains("[[actor]]"),
-            "should show the expected format: {msg}"
-        );
+        assert!(msg.contains("[[actor]]"), "should show the expected format: {msg}");
 
         let typo = dir.join("typo_actors.toml");
-        std::fs::write(
-            &typo,
-            "[[actor]]\nname = \"Russia\"\nalias = [\"Russia\"]\n",
-        )
-        .unwrap();
+        std::fs::write(&typo, "[[actor]]\nname = \"Russia\"\nalias = [\"Russia\"]\n").unwrap();
         let msg = Lexicon::from_toml_file(&typo).unwrap_err().to_string();
-        assert!(
-            msg.contains("typo_actors.toml") && msg.contains("alias"),
-            "{msg}"
-        );
+        assert!(msg.contains("typo_actors.toml") && msg.contains("alias"), "{msg}");
 
         let invalid = dir.join("shared_actors.toml");
         std::fs::write(
@@ -438,17 +359,11 @@ mod tests {
         let err = Lexicon::from_toml_file(&invalid).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, LexiconError::InFile { .. }));
-        assert!(
-            msg.contains("shared_actors.toml") && msg.contains("\"A\"") && msg.contains("\"B\""),
-            "{msg}"
-        );
+        assert!(msg.contains("shared_actors.toml") && msg.contains("\"A\"") && msg.contains("\"B\""), "{msg}");
 
         let missing = dir.join("missing.toml");
         let msg = Lexicon::from_toml_file(&missing).unwrap_err().to_string();
-        assert!(
-            msg.contains("missing.toml") && msg.contains("cannot read"),
-            "{msg}"
-        );
+        assert!(msg.contains("missing.toml") && msg.contains("cannot read"), "{msg}");
 
         std::fs::remove_dir_all(&dir).ok();
     }
@@ -458,9 +373,6 @@ mod tests {
         let err = Lexicon::from_toml_str("[[actors]]\nname = \"Russia\"\n").unwrap_err();
         assert!(matches!(err, LexiconError::Parse { .. }));
         assert!(err.to_string().contains("actors"), "{err}");
-        assert!(matches!(
-            Lexicon::from_toml_str(""),
-            Err(LexiconError::NoActors)
-        ));
+        assert!(matches!(Lexicon::from_toml_str(""), Err(LexiconError::NoActors)));
     }
 }

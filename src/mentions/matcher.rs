@@ -86,11 +86,8 @@ impl ActorMatcher {
             for phrase in &def.exclude {
                 set.entry(phrase).excludes.push(actor);
             }
-            for (alias, exact) in def
-                .aliases
-                .iter()
-                .map(|a| (a, false))
-                .chain(def.case_sensitive.iter().map(|a| (a, true)))
+            for (alias, exact) in
+                def.aliases.iter().map(|a| (a, false)).chain(def.case_sensitive.iter().map(|a| (a, true)))
             {
                 let aliases = &mut set.entry(alias).aliases;
                 let forms = match aliases.iter().position(|(a, _)| *a == actor) {
@@ -115,11 +112,7 @@ impl ActorMatcher {
             .match_kind(MatchKind::Standard)
             .build(&set.patterns)
             .map_err(|e| LexiconError::Automaton(e.to_string()))?;
-        Ok(ActorMatcher {
-            automaton,
-            roles: set.roles,
-            names: lexicon.actors.into_iter().map(|a| a.name).collect(),
-        })
+        Ok(ActorMatcher { automaton, roles: set.roles, names: lexicon.actors.into_iter().map(|a| a.name).collect() })
     }
 
     /// All mentions in `text`, sorted by start and non-overlapping.
@@ -226,17 +219,8 @@ impl Folded {
 
     /// Whether the original text of folded `start..end`, folded without
     /// lowercasing, equals one of `forms`.
-    fn original_is_one_of(
-        &self,
-        original: &str,
-        start: usize,
-        end: usize,
-        forms: &[String],
-    ) -> bool {
-        let Some(span) = self
-            .original_span(start, end)
-            .and_then(|(s, e)| original.get(s..e))
-        else {
+    fn original_is_one_of(&self, original: &str, start: usize, end: usize, forms: &[String]) -> bool {
+        let Some(span) = self.original_span(start, end).and_then(|(s, e)| original.get(s..e)) else {
             return false;
         };
         let cased = fold(span, false);
@@ -266,10 +250,7 @@ fn is_apostrophe(c: char) -> bool {
 
 /// Folds `text` for matching (see the module docs), lowercasing if asked.
 pub(super) fn fold(text: &str, lowercase: bool) -> Folded {
-    let mut out = Folded {
-        text: String::with_capacity(text.len() + 8),
-        map: Vec::with_capacity(text.len() + 9),
-    };
+    let mut out = Folded { text: String::with_capacity(text.len() + 8), map: Vec::with_capacity(text.len() + 9) };
     let mut push = |c: char, origin: usize| {
         let c = if c.is_whitespace() {
             ' '
@@ -299,9 +280,7 @@ pub(super) fn fold(text: &str, lowercase: bool) -> Folded {
             match deunicode::deunicode_char(c) {
                 // A symbol that transliterates to letters ("€" -> "EUR",
                 // emoji -> names) must not glue onto neighbouring words.
-                Some(s) if !c.is_alphanumeric() && s.chars().any(|x| x.is_ascii_alphanumeric()) => {
-                    push(' ', i)
-                }
+                Some(s) if !c.is_alphanumeric() && s.chars().any(|x| x.is_ascii_alphanumeric()) => push(' ', i),
                 Some(s) => s.chars().for_each(|x| push(x, i)),
                 None if lowercase => c.to_lowercase().for_each(|x| push(x, i)),
                 None => push(c, i),
@@ -348,9 +327,7 @@ mod tests {
         mentions
             .iter()
             .map(|x| {
-                let s = text
-                    .get(x.start..x.end)
-                    .expect("offsets are char boundaries");
+                let s = text.get(x.start..x.end).expect("offsets are char boundaries");
                 (m.actor_name(x.actor).to_string(), s.to_string())
             })
             .collect()
@@ -360,10 +337,8 @@ mod tests {
         let m = matcher();
         for (text, expected) in cases {
             let got = found(&m, text);
-            let expected: Vec<(String, String)> = expected
-                .iter()
-                .map(|(a, s)| (a.to_string(), s.to_string()))
-                .collect();
+            let expected: Vec<(String, String)> =
+                expected.iter().map(|(a, s)| (a.to_string(), s.to_string())).collect();
             assert_eq!(got, expected, "text: {text:?}");
         }
     }
@@ -374,14 +349,8 @@ mod tests {
             ("Russia and Belorussian media", &[("Russia", "Russia")]),
             ("Bakunin was not from Baku.", &[("Azerbaijan", "Baku")]),
             ("Turkic peoples, Armenianness, Russia2020", &[]),
-            (
-                "Russian-backed and pro-Russian forces",
-                &[("Russia", "Russian"), ("Russia", "Russian")],
-            ),
-            (
-                "Turkish-made drones hit Armenian-populated areas",
-                &[("Turkey", "Turkish"), ("Armenia", "Armenian")],
-            ),
+            ("Russian-backed and pro-Russian forces", &[("Russia", "Russian"), ("Russia", "Russian")]),
+            ("Turkish-made drones hit Armenian-populated areas", &[("Turkey", "Turkish"), ("Armenia", "Armenian")]),
             ("the Moscow-led bloc", &[("Russia", "Moscow")]),
             ("#Russia #Karabakh", &[("Russia", "Russia")]),
             (
@@ -404,10 +373,7 @@ mod tests {
             ("Russia’s role", &[("Russia", "Russia")]),
             ("Erdogan’s plan", &[("Turkey", "Erdogan")]),
             ("the Armenians' homes", &[("Armenia", "Armenians")]),
-            (
-                "Aliyev‘s speech and Putin`s",
-                &[("Azerbaijan", "Aliyev"), ("Russia", "Putin")],
-            ),
+            ("Aliyev‘s speech and Putin`s", &[("Azerbaijan", "Aliyev"), ("Russia", "Putin")]),
             ("TURKEY’S ROLE", &[("Turkey", "TURKEY")]),
         ]);
     }
@@ -420,14 +386,7 @@ mod tests {
             ("TURKEY SENDS DRONES", &[("Turkey", "TURKEY")]),
             ("TuRkEy", &[]),
             ("young turks and Turks", &[("Turkey", "Turks")]),
-            (
-                "russia, MOSCOW, kremlin",
-                &[
-                    ("Russia", "russia"),
-                    ("Russia", "MOSCOW"),
-                    ("Russia", "kremlin"),
-                ],
-            ),
+            ("russia, MOSCOW, kremlin", &[("Russia", "russia"), ("Russia", "MOSCOW"), ("Russia", "kremlin")]),
             ("the Duma and a duma", &[("Russia", "Duma")]),
             ("republic of turkey", &[("Turkey", "republic of turkey")]),
         ]);
@@ -436,26 +395,10 @@ mod tests {
     #[test]
     fn diacritics_keep_exact_offsets() {
         check(&[
-            (
-                "Erdoğan and Erdogan",
-                &[("Turkey", "Erdoğan"), ("Turkey", "Erdogan")],
-            ),
-            (
-                "Türkiye, Turkiye, TÜRKİYE",
-                &[
-                    ("Turkey", "Türkiye"),
-                    ("Turkey", "Turkiye"),
-                    ("Turkey", "TÜRKİYE"),
-                ],
-            ),
-            (
-                "Mevlüt Çavuşoğlu met Cavusoglu",
-                &[("Turkey", "Mevlüt Çavuşoğlu"), ("Turkey", "Cavusoglu")],
-            ),
-            (
-                "İlham Əliyev / Aliyev",
-                &[("Azerbaijan", "İlham Əliyev"), ("Azerbaijan", "Aliyev")],
-            ),
+            ("Erdoğan and Erdogan", &[("Turkey", "Erdoğan"), ("Turkey", "Erdogan")]),
+            ("Türkiye, Turkiye, TÜRKİYE", &[("Turkey", "Türkiye"), ("Turkey", "Turkiye"), ("Turkey", "TÜRKİYE")]),
+            ("Mevlüt Çavuşoğlu met Cavusoglu", &[("Turkey", "Mevlüt Çavuşoğlu"), ("Turkey", "Cavusoglu")]),
+            ("İlham Əliyev / Aliyev", &[("Azerbaijan", "İlham Əliyev"), ("Azerbaijan", "Aliyev")]),
             ("Paşinyan", &[("Armenia", "Paşinyan")]),
             // Combining marks: "Erdog\u{306}an" is Erdoğan in decomposed form.
             ("Erdog\u{306}an said", &[("Turkey", "Erdog\u{306}an")]),
@@ -491,10 +434,7 @@ mod tests {
             ("Moscow Times, Moscow, Moscow time", &[("Russia", "Moscow")]),
         ]);
         // Many exclusions stay fast (sweep, not pairwise).
-        let text = format!(
-            "{}Moscow",
-            "The Moscow Times; Turkey Point. ".repeat(20_000)
-        );
+        let text = format!("{}Moscow", "The Moscow Times; Turkey Point. ".repeat(20_000));
         let mentions = matcher().find(&text);
         assert_eq!(mentions.len(), 1);
         assert_eq!(&text[mentions[0].start..], "Moscow");
@@ -503,24 +443,12 @@ mod tests {
     #[test]
     fn leftmost_longest() {
         check(&[
-            (
-                "President Vladimir Putin said",
-                &[("Russia", "Vladimir Putin")],
-            ),
-            (
-                "Recep Tayyip Erdogan",
-                &[("Turkey", "Recep Tayyip Erdogan")],
-            ),
-            (
-                "the Russian Federation Council",
-                &[("Russia", "Russian Federation")],
-            ),
+            ("President Vladimir Putin said", &[("Russia", "Vladimir Putin")]),
+            ("Recep Tayyip Erdogan", &[("Turkey", "Recep Tayyip Erdogan")]),
+            ("the Russian Federation Council", &[("Russia", "Russian Federation")]),
             // A longer alias failing the word boundary must not hide a shorter one.
             ("Armenian governmental reform", &[("Armenia", "Armenian")]),
-            (
-                "Nagorno-Karabakh Republic leader",
-                &[("Armenia", "Nagorno-Karabakh Republic")],
-            ),
+            ("Nagorno-Karabakh Republic leader", &[("Armenia", "Nagorno-Karabakh Republic")]),
         ]);
     }
 
@@ -529,10 +457,7 @@ mod tests {
         check(&[
             ("Vladimir\u{a0}Putin", &[("Russia", "Vladimir\u{a0}Putin")]),
             ("Vladimir \n\t Putin", &[("Russia", "Vladimir \n\t Putin")]),
-            (
-                "Ilham\u{202f}Aliyev",
-                &[("Azerbaijan", "Ilham\u{202f}Aliyev")],
-            ),
+            ("Ilham\u{202f}Aliyev", &[("Azerbaijan", "Ilham\u{202f}Aliyev")]),
         ]);
     }
 
@@ -565,10 +490,7 @@ mod tests {
         let mut lex = Lexicon::default_actors();
         lex.actors[0].aliases.push("Baku".into());
         let err = ActorMatcher::new(&lex).unwrap_err().to_string();
-        assert!(
-            err.contains("Baku") && err.contains("Russia") && err.contains("Azerbaijan"),
-            "{err}"
-        );
+        assert!(err.contains("Baku") && err.contains("Russia") && err.contains("Azerbaijan"), "{err}");
     }
 
     #[test]
@@ -652,11 +574,7 @@ mod tests {
             let text = std::fs::read_to_string(path).expect("article is UTF-8 text");
             let counts = m.count(&text);
             let file = path.file_name().unwrap_or_default().to_string_lossy();
-            let row: Vec<String> = counts
-                .iter()
-                .enumerate()
-                .map(|(i, c)| format!("{}={c}", m.actor_name(i)))
-                .collect();
+            let row: Vec<String> = counts.iter().enumerate().map(|(i, c)| format!("{}={c}", m.actor_name(i))).collect();
             println!("{file}: {}", row.join(" "));
             for (t, c) in totals.iter_mut().zip(&counts) {
                 *t += c;
@@ -665,11 +583,7 @@ mod tests {
         println!("total over {} articles:", paths.len());
         for (i, t) in totals.iter().enumerate() {
             println!("  {:<11} {t}", m.actor_name(i));
-            assert!(
-                *t > 0,
-                "actor {} never found in the articles",
-                m.actor_name(i)
-            );
+            assert!(*t > 0, "actor {} never found in the articles", m.actor_name(i));
         }
     }
 }

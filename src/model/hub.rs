@@ -38,9 +38,7 @@ impl ModelSource {
 
 /// Downloads (or finds in the Hub cache, `HF_HOME`) the files of a Hub model.
 pub(super) fn fetch(source: &ModelSource) -> Result<ModelFiles, ModelError> {
-    let ModelSource::Hub { repo, revision } = source else {
-        unreachable!("fetch is only called with a Hub source")
-    };
+    let ModelSource::Hub { repo, revision } = source else { unreachable!("fetch is only called with a Hub source") };
     let hub_err = |file: &str, reason: String| ModelError::Hub { repo: repo.clone(), file: file.to_string(), reason };
     let api = ApiBuilder::from_env().with_progress(false).build().map_err(|e| hub_err("(api)", e.to_string()))?;
     let repo_ref = match revision {

@@ -80,9 +80,13 @@ impl Manifest {
         if !(8..=512).contains(&m.max_tokens) {
             return Err(invalid(format!("max_tokens must be within 8..=512, found {}", m.max_tokens)));
         }
-        for (what, t) in [("target", m.calibration.target_temperature), ("sentence", m.calibration.sentence_temperature)] {
+        for (what, t) in
+            [("target", m.calibration.target_temperature), ("sentence", m.calibration.sentence_temperature)]
+        {
             if !(t.is_finite() && t > 0.0) {
-                return Err(invalid(format!("calibration: the {what} temperature must be a positive number, found {t}")));
+                return Err(invalid(format!(
+                    "calibration: the {what} temperature must be a positive number, found {t}"
+                )));
             }
         }
         Ok(m)

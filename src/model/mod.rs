@@ -95,7 +95,8 @@ impl ModelFiles {
 }
 
 fn read_to_string(path: &Path) -> Result<String, ModelError> {
-    std::fs::read_to_string(path).map_err(|e| ModelError::Unreadable { path: path.to_path_buf(), reason: e.to_string() })
+    std::fs::read_to_string(path)
+        .map_err(|e| ModelError::Unreadable { path: path.to_path_buf(), reason: e.to_string() })
 }
 
 /// The tokenizer a manifest asks for: its window size and, for target-marker models, the
@@ -159,7 +160,11 @@ pub fn merged_tensors(files: &ModelFiles, device: &Device) -> Result<HashMap<Str
                     return Err(ModelError::Invalid {
                         path: stance.clone(),
                         what: "stance weights file",
-                        reason: format!("tensor {name} has shape {:?} but the base encoder's has {:?}", t.dims(), base.dims()),
+                        reason: format!(
+                            "tensor {name} has shape {:?} but the base encoder's has {:?}",
+                            t.dims(),
+                            base.dims()
+                        ),
                     });
                 }
             }

@@ -17,10 +17,7 @@ pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
         .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()), &latency)?
         .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Full("stance_batch_articles".into()), &counts)?
         .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Full("stance_batch_windows".into()), &counts)?
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Full("stance_batch_tokens".into()),
-            &tokens,
-        )?
+        .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Full("stance_batch_tokens".into()), &tokens)?
         .install()?;
     metrics::describe_counter!(
         "stance_requests_total",

@@ -62,7 +62,10 @@ impl Default for ServerConfig {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             metrics_addr: None,
-            batch: BatchConfig { max_batch_tokens: crate::batches::DEFAULT_MAX_BATCH_TOKENS, max_batch_wait: Duration::from_millis(5) },
+            batch: BatchConfig {
+                max_batch_tokens: crate::batches::DEFAULT_MAX_BATCH_TOKENS,
+                max_batch_wait: Duration::from_millis(5),
+            },
             max_queue: 1024,
             compute_threads: 1,
             max_message_bytes: 16 << 20,

@@ -77,7 +77,8 @@ pub fn newsmtsc(path: &Path) -> Result<Vec<Example>, DataError> {
             let (Some(a), Some(b)) = (byte_of_char(&s, t.from), byte_of_char(&s, t.to)) else {
                 return Err(bad(format!("target {k}: offsets {}..{} outside the sentence", t.from, t.to)));
             };
-            let label = polarity_label(t.polarity).ok_or_else(|| bad(format!("target {k}: polarity {}", t.polarity)))?;
+            let label =
+                polarity_label(t.polarity).ok_or_else(|| bad(format!("target {k}: polarity {}", t.polarity)))?;
             mentions.push(ExplicitMention { start: a, end: b, actor: format!("t{k}") });
             labels.push(label);
         }
@@ -222,7 +223,9 @@ pub fn conflict_stance(path: &Path) -> Result<Vec<ConflictArticle>, DataError> {
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let bad = |reason: String| DataError::Bad { path: path.to_path_buf(), line: i + 1, reason };
         let row: ConflictLine = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
-        let span_ok = |a: usize, b: usize| a < b && b <= row.text.len() && row.text.is_char_boundary(a) && row.text.is_char_boundary(b);
+        let span_ok = |a: usize, b: usize| {
+            a < b && b <= row.text.len() && row.text.is_char_boundary(a) && row.text.is_char_boundary(b)
+        };
         for (k, s) in row.sentences.iter().enumerate() {
             if !span_ok(s.start, s.end) {
                 return Err(bad(format!("sentence {k}: bad span {}..{}", s.start, s.end)));
@@ -240,7 +243,10 @@ pub fn conflict_stance(path: &Path) -> Result<Vec<ConflictArticle>, DataError> {
                 return Err(bad(format!("target {k}: sentence {} does not exist", t.sentence)));
             };
             if !span_ok(t.start, t.end) || t.start < s.start || t.end > s.end {
-                return Err(bad(format!("target {k}: mention {}..{} is not inside sentence {}", t.start, t.end, t.sentence)));
+                return Err(bad(format!(
+                    "target {k}: mention {}..{} is not inside sentence {}",
+                    t.start, t.end, t.sentence
+                )));
             }
             targets.push(ConflictTarget {
                 sentence: t.sentence,
@@ -251,7 +257,13 @@ pub fn conflict_stance(path: &Path) -> Result<Vec<ConflictArticle>, DataError> {
                 confidence: t.confidence,
             });
         }
-        out.push(ConflictArticle { id: row.id, text: row.text, sentences: row.sentences, targets, article: row.article });
+        out.push(ConflictArticle {
+            id: row.id,
+            text: row.text,
+            sentences: row.sentences,
+            targets,
+            article: row.article,
+        });
     }
     Ok(out)
 }
@@ -387,7 +399,8 @@ mod tests {
         let matcher = ActorMatcher::new(&lexicon).unwrap();
         let full = articles[0].sentence_examples(Some(&matcher));
         let m = full[0].input.mentions.as_ref().unwrap();
-        let russia: Vec<&str> = m.iter().filter(|x| x.actor == "t0").map(|x| &full[0].input.text[x.start..x.end]).collect();
+        let russia: Vec<&str> =
+            m.iter().filter(|x| x.actor == "t0").map(|x| &full[0].input.text[x.start..x.end]).collect();
         assert_eq!(russia, vec!["Moscow", "Russia"]);
         // A mention outside its sentence is refused with the line.
         let mut bad = line.clone();

@@ -38,9 +38,19 @@ pub fn evaluate(engine: &Engine, examples: &[Example]) -> Result<(Confusion, Con
         for (ex, res) in chunk.iter().zip(results) {
             let score = res?;
             if let Some(gold) = ex.sentence {
-                let p = score.sentences.first().map(|s| s.sentiment).ok_or_else(|| EngineError::Compute(format!("{}: no sentence was scored", ex.input.id)))?;
+                let p = score
+                    .sentences
+                    .first()
+                    .map(|s| s.sentiment)
+                    .ok_or_else(|| EngineError::Compute(format!("{}: no sentence was scored", ex.input.id)))?;
                 sentences.add(gold, p.label);
-                predictions.push(Prediction { id: ex.input.id.clone(), target: None, gold, predicted: p.label, probs: p.probs() });
+                predictions.push(Prediction {
+                    id: ex.input.id.clone(),
+                    target: None,
+                    gold,
+                    predicted: p.label,
+                    probs: p.probs(),
+                });
             }
             for (k, gold) in ex.targets.iter().enumerate() {
                 let name = format!("t{k}");
@@ -52,7 +62,13 @@ pub fn evaluate(engine: &Engine, examples: &[Example]) -> Result<(Confusion, Con
                     .map(|a| a.polarity)
                     .ok_or_else(|| EngineError::Compute(format!("{}: target {name} was not scored", ex.input.id)))?;
                 targets.add(*gold, p.label);
-                predictions.push(Prediction { id: ex.input.id.clone(), target: Some(k), gold: *gold, predicted: p.label, probs: p.probs() });
+                predictions.push(Prediction {
+                    id: ex.input.id.clone(),
+                    target: Some(k),
+                    gold: *gold,
+                    predicted: p.label,
+                    probs: p.probs(),
+                });
             }
         }
     }
@@ -110,7 +126,11 @@ impl EndToEnd {
 const ARTICLE_CHUNK: usize = 8;
 
 /// Scores `articles` end to end with `lexicon` as the request's actors.
-pub fn evaluate_end_to_end(engine: &Engine, articles: &[ConflictArticle], lexicon: &Lexicon) -> Result<EndToEnd, EngineError> {
+pub fn evaluate_end_to_end(
+    engine: &Engine,
+    articles: &[ConflictArticle],
+    lexicon: &Lexicon,
+) -> Result<EndToEnd, EngineError> {
     let mut out = EndToEnd::default();
     for chunk in articles.chunks(ARTICLE_CHUNK) {
         let inputs = chunk
@@ -144,7 +164,11 @@ pub fn evaluate_end_to_end(engine: &Engine, articles: &[ConflictArticle], lexico
 
 /// The engine's label for a gold pair: the actor in the engine's sentence that holds the gold
 /// mention, else in any engine sentence overlapping the gold sentence.
-fn match_pair(score: &ArticleScore, article: &ConflictArticle, t: &crate::training::data::ConflictTarget) -> Option<Label> {
+fn match_pair(
+    score: &ArticleScore,
+    article: &ConflictArticle,
+    t: &crate::training::data::ConflictTarget,
+) -> Option<Label> {
     let gold = article.sentences[t.sentence];
     let overlapping = score.sentences.iter().filter(|s| s.start < gold.end && gold.start < s.end);
     let mut fallback = None;

@@ -34,8 +34,8 @@ use crate::mentions::matcher::ActorMatcher;
 use crate::model::manifest::{HeadsConfig, Manifest, TargetInput, LABELS};
 use crate::model::{self, ModelFiles, StanceModel};
 use crate::pipeline::{Engine, Limits};
-use crate::training::data::{self, DataDir, Example, Split};
 use crate::scores::Label;
+use crate::training::data::{self, DataDir, Example, Split};
 use crate::training::eval::evaluate;
 use crate::training::metrics::Confusion;
 
@@ -110,7 +110,14 @@ impl Item {
 
 /// Trains a model from the base encoder in `base` and writes the complete model folder to
 /// `out` (base files copied, `stance.safetensors` and `manifest.json` written).
-pub fn train(base: &ModelFiles, data_dir: &Path, out: &Path, cfg: &TrainConfig, name: &str, version: &str) -> Result<()> {
+pub fn train(
+    base: &ModelFiles,
+    data_dir: &Path,
+    out: &Path,
+    cfg: &TrainConfig,
+    name: &str,
+    version: &str,
+) -> Result<()> {
     let started = Instant::now();
     let device = Device::Cpu;
     let data = DataDir(data_dir.to_path_buf());
@@ -203,7 +210,12 @@ pub fn train(base: &ModelFiles, data_dir: &Path, out: &Path, cfg: &TrainConfig, 
     let newsmtsc_items = items.len();
     if !conflict_train.is_empty() {
         let conflict_items = windows_with_labels(&engine, &conflict_train)?;
-        tracing::info!(sentences = conflict_train.len(), windows = conflict_items.len(), repeat = cfg.conflict_repeat, "conflict-stance train loaded");
+        tracing::info!(
+            sentences = conflict_train.len(),
+            windows = conflict_items.len(),
+            repeat = cfg.conflict_repeat,
+            "conflict-stance train loaded"
+        );
         for _ in 0..cfg.conflict_repeat.max(1) {
             items.extend(conflict_items.iter().map(Item::clone_window));
         }
@@ -224,7 +236,8 @@ pub fn train(base: &ModelFiles, data_dir: &Path, out: &Path, cfg: &TrainConfig, 
     let mut opt_enc = adamw(encoder_vars, cfg.lr_encoder)?;
     let mut opt_head = adamw(head_vars, cfg.lr_heads)?;
     let drop_rng = RefCell::new(ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed));
-    let dropout = |x: &Tensor| -> candle_core::Result<Tensor> { dropout_with(x, cfg.dropout, &mut drop_rng.borrow_mut()) };
+    let dropout =
+        |x: &Tensor| -> candle_core::Result<Tensor> { dropout_with(x, cfg.dropout, &mut drop_rng.borrow_mut()) };
     let mut history = Vec::new();
     let mut best: Option<(f64, usize, HashMap<String, Tensor>)> = None;
     let mut step = 0usize;
@@ -265,7 +278,8 @@ pub fn train(base: &ModelFiles, data_dir: &Path, out: &Path, cfg: &TrainConfig, 
         let newsmtsc_mean = (rw.f1_macro() + mt.f1_macro()) / 2.0;
         // With conflict-stance: the users' domain and NewsMTSC count half each, so that neither
         // domain is bought with the other.
-        let conflict = if conflict_dev.is_empty() { None } else { Some(evaluate(&engine, &conflict_dev)?.0.f1_macro()) };
+        let conflict =
+            if conflict_dev.is_empty() { None } else { Some(evaluate(&engine, &conflict_dev)?.0.f1_macro()) };
         let mean = match conflict {
             Some(c) => (c + newsmtsc_mean) / 2.0,
             None => newsmtsc_mean,
@@ -418,7 +432,8 @@ fn dropout_with(x: &Tensor, p: f32, rng: &mut ChaCha8Rng) -> candle_core::Result
         return Ok(x.clone());
     }
     let keep = 1.0 - p;
-    let mask: Vec<f32> = (0..x.elem_count()).map(|_| if rng.random::<f32>() < keep { 1.0 / keep } else { 0.0 }).collect();
+    let mask: Vec<f32> =
+        (0..x.elem_count()).map(|_| if rng.random::<f32>() < keep { 1.0 / keep } else { 0.0 }).collect();
     x * Tensor::from_vec(mask, x.shape(), x.device())?
 }
 
@@ -512,7 +527,12 @@ fn stage1_loss(
 }
 
 /// Sentence vectors (mean of the final states) for examples, through the pipeline's windows.
-fn sentence_features(engine: &Engine, encoder: &Encoder, examples: &[Example], device: &Device) -> Result<(Tensor, Vec<u32>)> {
+fn sentence_features(
+    engine: &Engine,
+    encoder: &Encoder,
+    examples: &[Example],
+    device: &Device,
+) -> Result<(Tensor, Vec<u32>)> {
     let mut windows = Vec::new();
     let mut labels = Vec::new();
     for ex in examples {
@@ -571,7 +591,8 @@ fn train_sentence_head(
         let all = varmap.data().lock().expect("varmap lock");
         head_names.iter().map(|k| all[k].clone()).collect()
     };
-    let mut opt = AdamW::new(vars, ParamsAdamW { lr: cfg.lr_heads, weight_decay: cfg.weight_decay, ..Default::default() })?;
+    let mut opt =
+        AdamW::new(vars, ParamsAdamW { lr: cfg.lr_heads, weight_decay: cfg.weight_decay, ..Default::default() })?;
     let mut best: Option<(f64, usize, HashMap<String, Tensor>)> = None;
     let mut history = Vec::new();
     for epoch in 1..=cfg.sentence_epochs {
@@ -597,5 +618,7 @@ fn train_sentence_head(
     let (f1, epoch, weights) = best.context("no sentence epoch trained (--sentence-epochs 0?)")?;
     restore(varmap, &weights)?;
     tracing::info!(epoch, vader_dev = f1, "sentence head chosen");
-    Ok(json!({"train_sentences": n, "dev_sentences": dev.len(), "epochs": history, "chosen_epoch": epoch, "vader_dev_f1_macro": f1}))
+    Ok(
+        json!({"train_sentences": n, "dev_sentences": dev.len(), "epochs": history, "chosen_epoch": epoch, "vader_dev_f1_macro": f1}),
+    )
 }
