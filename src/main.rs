@@ -186,8 +186,9 @@ struct EvalArgs {
     #[arg(long)]
     record: bool,
     /// Fit the heads' softmax temperatures on the dev sets (target head: NewsMTSC dev and
-    /// conflict-stance dev; sentence head: VADER dev) and write them, with the scores, into
-    /// manifest.json.
+    /// conflict-stance dev; sentence head: VADER dev) and write them into manifest.json, with
+    /// the uncalibrated scores and the calibration error before and after; a later `--record`
+    /// records the calibrated scores and keeps that calibration record.
     #[arg(long)]
     calibrate: bool,
     /// Score with the candle-op reference encoder instead of the fast one (parity checks).

@@ -76,6 +76,13 @@ fn eval_reports_conflict_stance_and_calibrates() {
     for k in ["before", "after"] {
         assert!((0.0..=1.0).contains(&ece[k].as_f64().unwrap()), "{ece}");
     }
+    // --record afterwards records the calibrated scores and keeps the calibration record.
+    eval(&model, &["--record"]);
+    let recorded: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(recorded["calibration"], manifest["calibration"]);
+    assert_eq!(recorded["scores"]["calibration"], manifest["scores"]["calibration"]);
+    assert!(recorded["scores"]["conflict_dev_articles"]["nonzero"].as_u64() == Some(4), "{}", recorded["scores"]);
     let out = stance()
         .args(["score", "--format", "json", "--model"])
         .arg(&model)

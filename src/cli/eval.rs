@@ -183,6 +183,10 @@ pub fn run(files: Result<ModelFiles>, o: &EvalOptions) -> Result<()> {
         let path = files.manifest.clone().context("the model has no manifest.json to record into")?;
         let mut manifest = Manifest::load(&path)?;
         manifest.calibration = calibration;
+        // Recording scores again keeps the record of how the temperatures were fitted.
+        if let (false, Some(fit)) = (o.calibrate, manifest.scores.get("calibration")) {
+            scores.insert("calibration".into(), fit.clone());
+        }
         manifest.scores = serde_json::Value::Object(scores);
         manifest.save(&path).with_context(|| format!("writing {}", path.display()))?;
         println!("recorded in {}", path.display());
