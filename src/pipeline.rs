@@ -448,7 +448,7 @@ fn validate_sentences(text: &str, spans: &[SpanInput]) -> Result<Vec<(usize, usi
 }
 
 /// A non-empty byte span inside `text`, on character boundaries.
-fn check_span(text: &str, start: usize, end: usize) -> Result<(), String> {
+pub(crate) fn check_span(text: &str, start: usize, end: usize) -> Result<(), String> {
     if start >= end {
         return Err(format!("start {start} is not before end {end}"));
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::mentions::matcher::ActorMatcher;
-use crate::pipeline::{ArticleInput, ExplicitMention, SpanInput};
+use crate::pipeline::{check_span, ArticleInput, ExplicitMention, SpanInput};
 use crate::scores::Label;
 
 /// A sentence with labelled targets, or with a sentence label.
@@ -223,13 +223,8 @@ pub fn conflict_stance(path: &Path) -> Result<Vec<ConflictArticle>, DataError> {
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let bad = |reason: String| DataError::Bad { path: path.to_path_buf(), line: i + 1, reason };
         let row: ConflictLine = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
-        let span_ok = |a: usize, b: usize| {
-            a < b && b <= row.text.len() && row.text.is_char_boundary(a) && row.text.is_char_boundary(b)
-        };
         for (k, s) in row.sentences.iter().enumerate() {
-            if !span_ok(s.start, s.end) {
-                return Err(bad(format!("sentence {k}: bad span {}..{}", s.start, s.end)));
-            }
+            check_span(&row.text, s.start, s.end).map_err(|e| bad(format!("sentence {k}: {e}")))?;
         }
         let mut targets = Vec::with_capacity(row.targets.len());
         for (k, t) in row.targets.into_iter().enumerate() {
@@ -242,7 +237,8 @@ pub fn conflict_stance(path: &Path) -> Result<Vec<ConflictArticle>, DataError> {
             let Some(s) = row.sentences.get(t.sentence) else {
                 return Err(bad(format!("target {k}: sentence {} does not exist", t.sentence)));
             };
-            if !span_ok(t.start, t.end) || t.start < s.start || t.end > s.end {
+            check_span(&row.text, t.start, t.end).map_err(|e| bad(format!("target {k}: {e}")))?;
+            if t.start < s.start || t.end > s.end {
                 return Err(bad(format!(
                     "target {k}: mention {}..{} is not inside sentence {}",
                     t.start, t.end, t.sentence

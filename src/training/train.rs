@@ -93,19 +93,13 @@ impl Default for TrainConfig {
 const BATCH: BatchLimits = BatchLimits { max_tokens: batches::DEFAULT_MAX_BATCH_TOKENS, max_rows: reference::MAX_ROWS };
 
 /// A training window with its labels.
+#[derive(Clone)]
 struct Item {
     window: WindowInput,
     /// One label per target of the window.
     labels: Vec<u32>,
     /// Output of the frozen layers for the window's real tokens, `[len, hidden]`.
     prefix: Tensor,
-}
-
-impl Item {
-    /// A copy for repeated sampling (the frozen prefix is filled in later, once per copy).
-    fn clone_window(&self) -> Item {
-        Item { window: self.window.clone(), labels: self.labels.clone(), prefix: self.prefix.clone() }
-    }
 }
 
 /// Trains a model from the base encoder in `base` and writes the complete model folder to
@@ -217,7 +211,7 @@ pub fn train(
             "conflict-stance train loaded"
         );
         for _ in 0..cfg.conflict_repeat.max(1) {
-            items.extend(conflict_items.iter().map(Item::clone_window));
+            items.extend(conflict_items.iter().cloned());
         }
     }
 
