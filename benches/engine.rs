@@ -189,7 +189,8 @@ fn main() {
         .collect();
 
     // Workload: sentences with at least 3 words, newlines flattened, first 128 pieces.
-    let tok = SentenceTokenizer::from_file(&files.tokenizer, 128).unwrap();
+    let config = model::load_config(&files.config).unwrap();
+    let tok = SentenceTokenizer::from_file(&files.tokenizer, 128, config.framing()).unwrap();
     let mut sentences_txt = Vec::new();
     for (_, text) in &articles {
         for s in sentences::split(text) {
@@ -219,7 +220,6 @@ fn main() {
 
     // Encoders.
     let device = Device::Cpu;
-    let config = model::load_config(&files.config).unwrap();
     let tensors = model::merged_tensors(&files, &device).unwrap();
     let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
     let fast = FastEncoder::load(vb.clone(), &config).unwrap();

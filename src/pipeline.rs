@@ -492,7 +492,7 @@ mod tests {
     fn bundled_tokenizer() -> SentenceTokenizer {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(crate::DEFAULT_MODEL_DIR).join("tokenizer.json");
-        SentenceTokenizer::from_file(&path, 128).unwrap()
+        SentenceTokenizer::from_file(&path, 128, ("[CLS]", "[SEP]")).unwrap()
     }
 
     #[test]

@@ -39,7 +39,9 @@ pub struct Tokenized {
 }
 
 impl SentenceTokenizer {
-    pub fn from_file(path: &Path, max_tokens: usize) -> Result<Self, ModelError> {
+    /// Loads `tokenizer.json`; `framing` names the tokens that open and close every window
+    /// (`[CLS]`/`[SEP]` for BERT, `<s>`/`</s>` for MPNet: [`crate::encoder::EncoderConfig::framing`]).
+    pub fn from_file(path: &Path, max_tokens: usize, framing: (&str, &str)) -> Result<Self, ModelError> {
         let invalid = |reason: String| ModelError::Invalid { path: path.to_path_buf(), what: "tokenizer.json", reason };
         let mut inner = Tokenizer::from_file(path).map_err(|e| invalid(e.to_string()))?;
         // Windows are cut here, not by the tokenizer; a file may carry its own settings.
@@ -47,7 +49,7 @@ impl SentenceTokenizer {
         inner.with_padding(None);
         let special =
             |tok: &str| inner.token_to_id(tok).ok_or_else(|| invalid(format!("the vocabulary has no {tok} token")));
-        let (cls, sep) = (special("[CLS]")?, special("[SEP]")?);
+        let (cls, sep) = (special(framing.0)?, special(framing.1)?);
         if max_tokens < 8 {
             return Err(invalid(format!("max_tokens {max_tokens} is too small")));
         }

@@ -36,7 +36,7 @@ fn encoder_matches_reference_bert() {
     let ref_cfg: Config = serde_json::from_str(&std::fs::read_to_string(&files.config).unwrap()).unwrap();
     let reference = BertModel::load(vb.clone(), &ref_cfg).unwrap();
     let ours = Encoder::load(vb, &load_config(&files.config).unwrap()).unwrap();
-    let tok = SentenceTokenizer::from_file(&files.tokenizer, 128).unwrap();
+    let tok = SentenceTokenizer::from_file(&files.tokenizer, 128, ("[CLS]", "[SEP]")).unwrap();
 
     let windows: Vec<WindowInput> = SENTENCES
         .iter()
@@ -85,7 +85,7 @@ fn fast_encoder_matches_the_reference_on_packed_sequences() {
     let fast = FastEncoder::load(vb, &cfg).unwrap_or_else(|e| panic!("{e}"));
     // CI runs this test under every forced path (STANCE_KERNEL, STANCE_GEMM; README, Speed).
     println!("fast encoder paths: {:?}", fast.paths());
-    let tok = SentenceTokenizer::from_file(&files.tokenizer, 128).unwrap();
+    let tok = SentenceTokenizer::from_file(&files.tokenizer, 128, ("[CLS]", "[SEP]")).unwrap();
     let ids: Vec<Vec<u32>> = SENTENCES
         .iter()
         .map(|s| {

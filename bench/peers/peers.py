@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Peer engines for the `stance` CPU-inference benchmark.
 
-Runs all-MiniLM-L6-v2 (the exact weights the Rust engine uses) through
-PyTorch eager fp32, ONNX Runtime fp32 and ONNX Runtime dynamic int8 on the
-same sentences file the Rust benchmark writes, and reports sequences/s per
-batch size. See bench/peers/README.md.
+Runs a model folder's encoder (the exact weights the Rust engine uses: BERT,
+e.g. all-MiniLM-L6-v2, or MPNet, e.g. all-mpnet-base-v2, by config.json's
+model_type) through PyTorch eager fp32, ONNX Runtime fp32 and ONNX Runtime
+dynamic int8 on the same sentences file the Rust benchmark writes, and
+reports sequences/s per batch size. See bench/peers/README.md.
 
     target/peers-venv/bin/python bench/peers/peers.py --sentences FILE \
         [--batches 1,8,32,128] [--rounds 3] [--engines torch,ort-fp32,ort-int8] \
@@ -64,15 +65,20 @@ def tokenize(sentences: list[str], tokenizer_json: Path):
     return [e.ids for e in encs]
 
 
-def make_batches(ids: list[list[int]], batch: int):
-    """Batches in file order, each padded to its own longest sequence."""
+def model_type(model_dir: Path) -> str:
+    return json.loads((model_dir / "config.json").read_text()).get("model_type", "bert")
+
+
+def make_batches(ids: list[list[int]], batch: int, pad_id: int = 0):
+    """Batches in file order, each padded to its own longest sequence (with the model's
+    padding id: MPNet derives positions from it)."""
     import numpy as np
 
     out = []
     for start in range(0, len(ids), batch):
         chunk = ids[start:start + batch]
         L = max(len(x) for x in chunk)
-        input_ids = np.zeros((len(chunk), L), dtype=np.int64)
+        input_ids = np.full((len(chunk), L), pad_id, dtype=np.int64)
         mask = np.zeros((len(chunk), L), dtype=np.int64)
         for i, x in enumerate(chunk):
             input_ids[i, :len(x)] = x
@@ -106,8 +112,11 @@ def load_weights(model_dir: Path):
     from safetensors.numpy import load_file
 
     base_path = model_dir / "encoder.safetensors"
+    if not base_path.exists():
+        base_path = model_dir / "model.safetensors"  # a bare base encoder folder
     stance_path = model_dir / "stance.safetensors"
-    weights = {k: v.astype(np.float32) for k, v in load_file(str(base_path)).items()}
+    weights = {k: v.astype(np.float32) for k, v in load_file(str(base_path)).items()
+               if not k.endswith("position_ids")}
     files = [base_path]
     note = None
     if stance_path.exists():
@@ -130,12 +139,16 @@ def load_weights(model_dir: Path):
 
 def build_torch_model(model_dir: Path, weights: dict, attn: str):
     import torch
-    from transformers import BertConfig, BertModel
+    from transformers import BertConfig, BertModel, MPNetConfig, MPNetModel
 
-    cfg = BertConfig.from_pretrained(str(model_dir))
-    cfg._attn_implementation = attn
-    model = BertModel(cfg, add_pooling_layer=False, attn_implementation=attn) \
-        if _accepts_attn_kw() else BertModel(cfg, add_pooling_layer=False)
+    if model_type(model_dir) == "mpnet":
+        # transformers' MPNet has one (eager) attention implementation.
+        model = MPNetModel(MPNetConfig.from_pretrained(str(model_dir)), add_pooling_layer=False)
+    else:
+        cfg = BertConfig.from_pretrained(str(model_dir))
+        cfg._attn_implementation = attn
+        model = BertModel(cfg, add_pooling_layer=False, attn_implementation=attn) \
+            if _accepts_attn_kw() else BertModel(cfg, add_pooling_layer=False)
     sd = {k: torch.from_numpy(v) for k, v in weights.items() if not k.startswith("pooler.")}
     missing, unexpected = model.load_state_dict(sd, strict=False)
     # position_ids / token_type_ids buffers may be reported missing: harmless.
@@ -161,6 +174,8 @@ class LastHidden:
 
     @staticmethod
     def wrap(model, classic_mask: bool = False):
+        if type(model).__name__ == "MPNetModel":
+            return LastHidden.wrap_mpnet(model)
         """classic_mask: build the additive 4D mask the way transformers 4.x
         did ((1 - mask) * finfo.min) instead of transformers 5's
         masking_utils (which traces into an index/gather graph). Note the
@@ -183,6 +198,22 @@ class LastHidden:
 
         return _W(model).eval()
 
+    @staticmethod
+    def wrap_mpnet(model):
+        """MPNet has no token types: the argument is accepted and ignored, so that every
+        engine is called alike (the ONNX export has no such input)."""
+        import torch
+
+        class _W(torch.nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def forward(self, input_ids, attention_mask, token_type_ids=None):
+                return self.m(input_ids=input_ids, attention_mask=attention_mask, return_dict=False)[0]
+
+        return _W(model).eval()
+
 
 # --------------------------------------------------------------------------
 # ONNX export / optimisation / quantisation (cached by weights sha256)
@@ -200,33 +231,31 @@ def export_fp32(model_dir: Path, weights: dict, out: Path, classic_mask: bool) -
     log(f"exporting ONNX fp32 (TorchScript exporter, opset {OPSET}, "
         f"{'classic' if classic_mask else 'native'} mask) -> {out}")
     model = LastHidden.wrap(build_torch_model(model_dir, weights, "eager"), classic_mask=classic_mask)
+    mpnet = model_type(model_dir) == "mpnet"
     ids = torch.tensor([[101, 7592, 2088, 102], [101, 7592, 102, 0]], dtype=torch.long)
     mask = (ids != 0).long()
     tt = torch.zeros_like(ids)
+    names = ["input_ids", "attention_mask"] + ([] if mpnet else ["token_type_ids"])
+    axes = {n: {0: "batch", 1: "sequence"} for n in names + ["last_hidden_state"]}
     tmp = _atomic(out)
     with torch.no_grad():
         torch.onnx.export(
-            model, (ids, mask, tt), str(tmp), dynamo=False, opset_version=OPSET,
-            input_names=["input_ids", "attention_mask", "token_type_ids"],
+            model, (ids, mask) if mpnet else (ids, mask, tt), str(tmp), dynamo=False, opset_version=OPSET,
+            input_names=names,
             output_names=["last_hidden_state"],
-            dynamic_axes={
-                "input_ids": {0: "batch", 1: "sequence"},
-                "attention_mask": {0: "batch", 1: "sequence"},
-                "token_type_ids": {0: "batch", 1: "sequence"},
-                "last_hidden_state": {0: "batch", 1: "sequence"},
-            },
+            dynamic_axes=axes,
             do_constant_folding=True,
         )
     os.replace(tmp, out)
 
 
-def optimize_fp32(src: Path, out: Path) -> None:
+def optimize_fp32(src: Path, out: Path, heads: int, hidden: int) -> None:
     if out.exists():
         return
     from onnxruntime.transformers.optimizer import optimize_model
 
-    log(f"onnxruntime.transformers optimizer (bert, 12 heads, hidden 384) -> {out}")
-    m = optimize_model(str(src), model_type="bert", num_heads=12, hidden_size=384,
+    log(f"onnxruntime.transformers optimizer (bert, {heads} heads, hidden {hidden}) -> {out}")
+    m = optimize_model(str(src), model_type="bert", num_heads=heads, hidden_size=hidden,
                        opt_level=0, use_gpu=False)
     log(f"fused operators: {m.get_fused_operator_statistics()}")
     tmp = _atomic(out)
@@ -292,7 +321,7 @@ class TorchEngine:
 
     def __call__(self, b):
         with self.torch.inference_mode():
-            return self.model(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+            return self.model(b["input_ids"], b["attention_mask"], b.get("token_type_ids"))
 
     def numpy(self, b):
         return self(self.prepare([b])[0]).numpy()
@@ -446,6 +475,13 @@ def main() -> int:
     log(f"{len(sentences)} sentences, tokens/sentence mean {statistics.mean(lens):.1f} "
         f"max {max(lens)} (truncated at {MAX_TOKENS}), total {sum(lens)} tokens")
 
+    mtype = model_type(args.model_dir)
+    cfg_json = json.loads((args.model_dir / "config.json").read_text())
+    pad_id = int(cfg_json.get("pad_token_id", 0)) if mtype == "mpnet" else 0
+    if mtype == "mpnet" and args.ort_fp32_variant != "plain":
+        # The onnxruntime.transformers BERT fusions do not apply to MPNet's relative bias.
+        log("MPNet: ONNX Runtime fp32 runs the plain export (no BERT fusion applies)")
+        args.ort_fp32_variant = "plain"
     weights, wsha, note = load_weights(args.model_dir)
     log(note)
     log(f"weights sha256 {wsha}")
@@ -457,10 +493,10 @@ def main() -> int:
     cache = args.cache / wsha[:16]
     cache.mkdir(parents=True, exist_ok=True)
     tag = f"op{OPSET}-{args.export_mask}mask"
-    fp32 = cache / f"minilm-fp32-{tag}.onnx"
-    fused = cache / f"minilm-fp32-{tag}-fused.onnx"
-    pre = cache / f"minilm-fp32-{tag}-pre.onnx"
-    int8 = cache / f"minilm-int8-{tag}.onnx"
+    fp32 = cache / f"{mtype}-fp32-{tag}.onnx"
+    fused = cache / f"{mtype}-fp32-{tag}-fused.onnx"
+    pre = cache / f"{mtype}-fp32-{tag}-pre.onnx"
+    int8 = cache / f"{mtype}-int8-{tag}.onnx"
 
     # name -> (engine object, reported-as)
     runners: dict[str, object] = {}
@@ -475,7 +511,7 @@ def main() -> int:
             runners["ort-fp32-plain"] = OrtEngine(ort_session(fp32, args.threads))
             reported_as["ort-fp32-plain"] = "ort-fp32"
         if args.ort_fp32_variant in ("best", "fused"):
-            optimize_fp32(fp32, fused)
+            optimize_fp32(fp32, fused, cfg_json["num_attention_heads"], cfg_json["hidden_size"])
             runners["ort-fp32-fused"] = OrtEngine(ort_session(fused, args.threads))
             reported_as["ort-fp32-fused"] = "ort-fp32"
     if "ort-int8" in engines:
@@ -485,7 +521,7 @@ def main() -> int:
     del weights
 
     # Parity on the first 16 sentences (one padded batch), vs PyTorch fp32.
-    pb = make_batches(ids[:PARITY_N], PARITY_N)[0]
+    pb = make_batches(ids[:PARITY_N], PARITY_N, pad_id)[0]
     par = {}
     for name, eng in runners.items():
         if name == "torch":
@@ -498,7 +534,7 @@ def main() -> int:
     prepared = {}
     for name, eng in runners.items():
         for b in batch_sizes:
-            prepared[(name, b)] = eng.prepare(make_batches(ids, b))
+            prepared[(name, b)] = eng.prepare(make_batches(ids, b, pad_id))
     raw = {name: {b: [] for b in batch_sizes} for name in runners}
     lat1 = {name: [] for name in runners}
     call_p50 = {name: {b: [] for b in batch_sizes} for name in runners}
@@ -552,7 +588,7 @@ def main() -> int:
             "batches": batch_sizes, "rounds": args.rounds, "warmup_batches": args.warmup_batches,
             "batching": "file order, each batch padded to its longest sequence; tokenisation not timed",
         },
-        "model": {"dir": str(args.model_dir), "weights_sha256": wsha, "note": note,
+        "model": {"dir": str(args.model_dir), "model_type": mtype, "weights_sha256": wsha, "note": note,
                   "torch_attn": args.torch_attn, "onnx_opset": OPSET, "export_mask": args.export_mask,
                   "onnx_cache": str(cache)},
         "threading": {"threads": args.threads, "wait_policy": args.wait_policy,

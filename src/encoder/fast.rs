@@ -1,5 +1,5 @@
-//! The serving forward pass: the same BERT function as [`super::Encoder`], written for CPU
-//! throughput.
+//! The serving forward pass: the same BERT or MPNet function as [`super::Encoder`], written
+//! for CPU throughput.
 //!
 //! - Sequences are packed, not padded: the dense layers run on `[total_tokens, hidden]`, so no
 //!   FLOP is spent on padding, and attention runs per sequence.
@@ -21,7 +21,7 @@ use rayon::prelude::*;
 
 use super::cpu::{self, Paths, Simd};
 use super::sgemm::{Dense, SharedMut};
-use super::BertConfig;
+use super::{relative_bucket, unprefixed, Architecture, EncoderConfig, LayerNames};
 
 struct Norm {
     gamma: Vec<f32>,
@@ -45,11 +45,16 @@ struct FastLayer {
     ln2: Norm,
 }
 
-/// The packed-sequence BERT forward.
+/// The packed-sequence forward.
 pub struct FastEncoder {
     word: Vec<f32>,
+    /// Position embeddings from the first token's (row `position_offset` of the table).
     position: Vec<f32>,
+    /// BERT's token type 0 embedding; zeros for MPNet, which has none.
     token_type0: Vec<f32>,
+    /// MPNet's relative-position bias by head and `key - query`: row `head` holds
+    /// `2·max_positions - 1` values, the one for distance `d` at `d + max_positions - 1`.
+    relative: Option<Vec<f32>>,
     emb_norm: Norm,
     layers: Vec<FastLayer>,
     hidden: usize,
@@ -77,29 +82,30 @@ fn norm(vb: &VarBuilder, h: usize) -> Result<Norm> {
 impl FastEncoder {
     /// Loads the same tensors as [`super::Encoder::load`], for the CPU paths of
     /// [`cpu::paths`]; fails if a path forced there cannot run on this CPU.
-    pub fn load(vb: VarBuilder, c: &BertConfig) -> Result<Self> {
+    pub fn load(vb: VarBuilder, c: &EncoderConfig) -> Result<Self> {
         let paths = cpu::paths().map_err(candle_core::Error::wrap)?;
-        let vb = if vb.contains_tensor("embeddings.word_embeddings.weight") { vb } else { vb.pp("bert") };
+        let arch = c.architecture();
+        let vb = unprefixed(vb, arch);
+        let names = LayerNames::of(arch);
         let h = c.hidden_size;
         let e = vb.pp("embeddings");
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let l = vb.pp(format!("encoder.layer.{i}"));
             let a = l.pp("attention");
-            let s = a.pp("self");
-            let mut wqkv = vec2(&s.pp("query"), (h, h), "weight")?;
-            wqkv.extend(vec2(&s.pp("key"), (h, h), "weight")?);
-            wqkv.extend(vec2(&s.pp("value"), (h, h), "weight")?);
-            let mut bqkv = vec1(&s.pp("query"), h, "bias")?;
-            bqkv.extend(vec1(&s.pp("key"), h, "bias")?);
-            bqkv.extend(vec1(&s.pp("value"), h, "bias")?);
+            let mut wqkv = vec2(&a.pp(names.query), (h, h), "weight")?;
+            wqkv.extend(vec2(&a.pp(names.key), (h, h), "weight")?);
+            wqkv.extend(vec2(&a.pp(names.value), (h, h), "weight")?);
+            let mut bqkv = vec1(&a.pp(names.query), h, "bias")?;
+            bqkv.extend(vec1(&a.pp(names.key), h, "bias")?);
+            bqkv.extend(vec1(&a.pp(names.value), h, "bias")?);
             let inter = c.intermediate_size;
             layers.push(FastLayer {
                 wqkv: Dense::new(wqkv, 3 * h, h, paths.gemm),
                 bqkv,
-                wo: Dense::new(vec2(&a.pp("output").pp("dense"), (h, h), "weight")?, h, h, paths.gemm),
-                bo: vec1(&a.pp("output").pp("dense"), h, "bias")?,
-                ln1: norm(&a.pp("output").pp("LayerNorm"), h)?,
+                wo: Dense::new(vec2(&a.pp(names.attn_out), (h, h), "weight")?, h, h, paths.gemm),
+                bo: vec1(&a.pp(names.attn_out), h, "bias")?,
+                ln1: norm(&a.pp(names.attn_norm), h)?,
                 wi: Dense::new(vec2(&l.pp("intermediate").pp("dense"), (inter, h), "weight")?, inter, h, paths.gemm),
                 bi: vec1(&l.pp("intermediate").pp("dense"), c.intermediate_size, "bias")?,
                 wo2: Dense::new(vec2(&l.pp("output").pp("dense"), (h, inter), "weight")?, h, inter, paths.gemm),
@@ -107,17 +113,38 @@ impl FastEncoder {
                 ln2: norm(&l.pp("output").pp("LayerNorm"), h)?,
             });
         }
-        let token_types = vec2(&e.pp("token_type_embeddings"), (c.type_vocab_size, h), "weight")?;
+        let max_positions = c.max_positions();
+        let (token_type0, relative) = match arch {
+            Architecture::Bert => {
+                let types = vec2(&e.pp("token_type_embeddings"), (c.type_vocab_size, h), "weight")?;
+                (types[..h].to_vec(), None)
+            }
+            Architecture::MPNet => {
+                let (buckets, heads) = (c.relative_attention_num_buckets, c.num_attention_heads);
+                let table = vec2(&vb.pp("encoder.relative_attention_bias"), (buckets, heads), "weight")?;
+                let span = 2 * max_positions - 1;
+                let mut rel = vec![0f32; heads * span];
+                for (i, d) in (-(max_positions as i64 - 1)..max_positions as i64).enumerate() {
+                    let b = relative_bucket(d, buckets);
+                    for hd in 0..heads {
+                        rel[hd * span + i] = table[b * heads + hd];
+                    }
+                }
+                (vec![0f32; h], Some(rel))
+            }
+        };
+        let position = vec2(&e.pp("position_embeddings"), (c.max_position_embeddings, h), "weight")?;
         Ok(Self {
             word: vec2(&e.pp("word_embeddings"), (c.vocab_size, h), "weight")?,
-            position: vec2(&e.pp("position_embeddings"), (c.max_position_embeddings, h), "weight")?,
-            token_type0: token_types[..h].to_vec(),
+            position: position[c.position_offset() * h..].to_vec(),
+            token_type0,
+            relative,
             emb_norm: norm(&e.pp("LayerNorm"), h)?,
             layers,
             hidden: h,
             heads: c.num_attention_heads,
             inter: c.intermediate_size,
-            max_positions: c.max_position_embeddings,
+            max_positions,
             vocab: c.vocab_size,
             eps: c.layer_norm_eps as f32,
             paths,
@@ -137,6 +164,15 @@ impl FastEncoder {
     /// Final hidden states of every token of every sequence, packed in order: row `r` of the
     /// result (`hidden_size` floats) is token `r - offset(s)` of sequence `s`.
     pub fn forward(&self, seqs: &[&[u32]]) -> Result<Vec<f32>> {
+        self.forward_layers(seqs, self.layers.len())
+    }
+
+    /// The hidden states after the first `layers` layers, packed as by [`Self::forward`]
+    /// (training caches its frozen layers' output this way).
+    pub fn forward_layers(&self, seqs: &[&[u32]], layers: usize) -> Result<Vec<f32>> {
+        if layers > self.layers.len() {
+            candle_core::bail!("the encoder has {} layers, not {layers}", self.layers.len());
+        }
         let h = self.hidden;
         let total: usize = seqs.iter().map(|s| s.len()).sum();
         let mut starts = Vec::with_capacity(seqs.len() + 1);
@@ -181,7 +217,7 @@ impl FastEncoder {
         let mut ctx = vec![0f32; total * h];
         let mut x1 = vec![0f32; total * h];
         let mut inter = vec![0f32; total * self.inter];
-        for layer in &self.layers {
+        for layer in &self.layers[..layers] {
             // qkv = x·Wqkvᵀ + b
             fill_rows(&mut qkv, &layer.bqkv);
             layer.wqkv.acc(&mut qkv, &x, total);
@@ -204,8 +240,8 @@ impl FastEncoder {
 
     /// Scaled dot-product attention per sequence and head, reading Q/K/V from the fused
     /// `[tokens, 3h]` buffer and writing `[tokens, h]`. Per task, two small GEMMs read Q, K
-    /// and V in place through strides (`S = scale·Q·Kᵀ`, `ctx = softmax(S)·V`) and the second
-    /// writes straight into the task's columns of `ctx`.
+    /// and V in place through strides (`S = scale·Q·Kᵀ (+ relative bias)`,
+    /// `ctx = softmax(S)·V`) and the second writes straight into the task's columns of `ctx`.
     fn attention(&self, qkv: &[f32], ctx: &mut [f32], starts: &[usize], k: &Kernels) {
         let h = self.hidden;
         let d = h / self.heads;
@@ -244,6 +280,17 @@ impl FastEncoder {
                     false,
                     gemm::Parallelism::None,
                 );
+                if let Some(rel) = &self.relative {
+                    // Row i adds the biases of distances -i..len-i: one contiguous run.
+                    let span = 2 * self.max_positions - 1;
+                    let head = &rel[hd * span..(hd + 1) * span];
+                    for (i, row) in scores.chunks_exact_mut(len).enumerate() {
+                        let from = self.max_positions - 1 - i;
+                        for (v, b) in row.iter_mut().zip(&head[from..from + len]) {
+                            *v += b;
+                        }
+                    }
+                }
                 k.softmax_rows(scores, len);
                 gemm::gemm(
                     len,

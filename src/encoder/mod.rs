@@ -1,9 +1,14 @@
-//! The transformer encoder: a BERT forward pass written against candle's tensor ops.
+//! The transformer encoder: BERT and MPNet forward passes written against candle's tensor ops.
 //!
 //! One implementation serves inference and training. Inference uses candle's fused layer-norm
 //! and softmax kernels; training (`Precision::Differentiable`) uses compositions of basic ops,
 //! because the fused kernels have no backward pass. Both compute the same function (the parity
-//! test in `tests/` holds them, and candle-transformers' `BertModel`, to each other).
+//! tests in `tests/` hold them, candle-transformers' `BertModel` and PyTorch's `MPNetModel` to
+//! each other).
+//!
+//! MPNet is BERT with other tensor names, no token types, positions counted from 2 (RoBERTa's
+//! padding convention) and one relative-position bias shared by every layer's attention
+//! scores ([`relative_bucket`]).
 
 pub mod cpu;
 pub mod fast;
@@ -13,9 +18,16 @@ use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{Embedding, Linear, VarBuilder};
 use serde::Deserialize;
 
-/// The subset of a Hugging Face BERT `config.json` that the forward pass needs.
+/// The encoder families this implementation runs (`model_type` in `config.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    Bert,
+    MPNet,
+}
+
+/// The subset of a Hugging Face BERT or MPNet `config.json` that the forward pass needs.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct BertConfig {
+pub struct EncoderConfig {
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub num_hidden_layers: usize,
@@ -30,6 +42,9 @@ pub struct BertConfig {
     pub hidden_act: String,
     #[serde(default)]
     pub model_type: Option<String>,
+    /// MPNet's relative-position buckets.
+    #[serde(default = "default_buckets")]
+    pub relative_attention_num_buckets: usize,
 }
 
 fn default_type_vocab() -> usize {
@@ -41,8 +56,14 @@ fn default_eps() -> f64 {
 fn default_act() -> String {
     "gelu".into()
 }
+fn default_buckets() -> usize {
+    32
+}
 
-impl BertConfig {
+/// MPNet's largest relative distance with its own bucket range (as in its pre-training).
+const MPNET_MAX_DISTANCE: usize = 128;
+
+impl EncoderConfig {
     /// Checks what this implementation supports, with a message that says what was found.
     pub fn validate(&self) -> std::result::Result<(), String> {
         if !matches!(self.hidden_act.as_str(), "gelu" | "gelu_new" | "gelu_pytorch_tanh") {
@@ -55,12 +76,73 @@ impl BertConfig {
             ));
         }
         if let Some(t) = &self.model_type {
-            if t != "bert" {
-                return Err(format!("model_type {t:?} is not supported (bert only)"));
+            if !matches!(t.as_str(), "bert" | "mpnet") {
+                return Err(format!("model_type {t:?} is not supported (bert or mpnet)"));
             }
+        }
+        if self.max_position_embeddings <= self.position_offset() {
+            return Err(format!("max_position_embeddings {} leaves no usable position", self.max_position_embeddings));
+        }
+        if self.architecture() == Architecture::MPNet
+            && (self.relative_attention_num_buckets < 4 || !self.relative_attention_num_buckets.is_multiple_of(4))
+        {
+            return Err(format!(
+                "relative_attention_num_buckets {} must be a multiple of 4",
+                self.relative_attention_num_buckets
+            ));
         }
         Ok(())
     }
+
+    /// BERT unless `model_type` says `mpnet`.
+    pub fn architecture(&self) -> Architecture {
+        match self.model_type.as_deref() {
+            Some("mpnet") => Architecture::MPNet,
+            _ => Architecture::Bert,
+        }
+    }
+
+    /// Index of the first token's position embedding (MPNet skips the padding rows 0 and 1).
+    pub fn position_offset(&self) -> usize {
+        match self.architecture() {
+            Architecture::Bert => 0,
+            Architecture::MPNet => 2,
+        }
+    }
+
+    /// The longest input, special tokens included.
+    pub fn max_positions(&self) -> usize {
+        self.max_position_embeddings - self.position_offset()
+    }
+
+    /// The vocabulary tokens that frame every input (`[CLS] … [SEP]` or `<s> … </s>`).
+    /// MPNet's vocabulary also holds `[CLS]`, unused: the framing comes from the family.
+    pub fn framing(&self) -> (&'static str, &'static str) {
+        match self.architecture() {
+            Architecture::Bert => ("[CLS]", "[SEP]"),
+            Architecture::MPNet => ("<s>", "</s>"),
+        }
+    }
+}
+
+/// MPNet's (T5-style, bidirectional) bucket of the relative position `key - query`: exact
+/// for distances below `buckets / 4`, logarithmic up to [`MPNET_MAX_DISTANCE`], one bucket
+/// beyond; the sign picks one half of the buckets. Computed in f32 as the reference does, so
+/// the bucket edges fall where they fall there.
+pub fn relative_bucket(relative: i64, buckets: usize) -> usize {
+    let half = buckets / 2;
+    let n = -relative;
+    let mut bucket = if n < 0 { half } else { 0 };
+    let n = n.unsigned_abs() as usize;
+    let max_exact = half / 2;
+    if n < max_exact {
+        bucket += n;
+    } else {
+        let scale = ((MPNET_MAX_DISTANCE / max_exact) as f64).ln() as f32;
+        let large = max_exact + ((n as f32 / max_exact as f32).ln() / scale * (half - max_exact) as f32) as usize;
+        bucket += large.min(half - 1);
+    }
+    bucket
 }
 
 pub use fast::FastEncoder;
@@ -104,6 +186,32 @@ fn linear(vb: VarBuilder, inp: usize, out: usize) -> Result<Linear> {
     Ok(Linear::new(vb.get((out, inp), "weight")?, Some(vb.get(out, "bias")?)))
 }
 
+/// Where a layer's attention tensors are, below `encoder.layer.N.attention`, per family.
+pub(crate) struct LayerNames {
+    pub query: &'static str,
+    pub key: &'static str,
+    pub value: &'static str,
+    pub attn_out: &'static str,
+    pub attn_norm: &'static str,
+}
+
+impl LayerNames {
+    pub(crate) fn of(arch: Architecture) -> Self {
+        match arch {
+            Architecture::Bert => Self {
+                query: "self.query",
+                key: "self.key",
+                value: "self.value",
+                attn_out: "output.dense",
+                attn_norm: "output.LayerNorm",
+            },
+            Architecture::MPNet => {
+                Self { query: "attn.q", key: "attn.k", value: "attn.v", attn_out: "attn.o", attn_norm: "LayerNorm" }
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Layer {
     query: Linear,
@@ -119,15 +227,16 @@ struct Layer {
 }
 
 impl Layer {
-    fn load(vb: VarBuilder, c: &BertConfig) -> Result<Self> {
+    fn load(vb: VarBuilder, c: &EncoderConfig) -> Result<Self> {
         let h = c.hidden_size;
         let att = vb.pp("attention");
+        let names = LayerNames::of(c.architecture());
         Ok(Self {
-            query: linear(att.pp("self").pp("query"), h, h)?,
-            key: linear(att.pp("self").pp("key"), h, h)?,
-            value: linear(att.pp("self").pp("value"), h, h)?,
-            attn_out: linear(att.pp("output").pp("dense"), h, h)?,
-            attn_norm: LayerNorm::load(att.pp("output").pp("LayerNorm"), h, c.layer_norm_eps)?,
+            query: linear(att.pp(names.query), h, h)?,
+            key: linear(att.pp(names.key), h, h)?,
+            value: linear(att.pp(names.value), h, h)?,
+            attn_out: linear(att.pp(names.attn_out), h, h)?,
+            attn_norm: LayerNorm::load(att.pp(names.attn_norm), h, c.layer_norm_eps)?,
             intermediate: linear(vb.pp("intermediate").pp("dense"), h, c.intermediate_size)?,
             output: linear(vb.pp("output").pp("dense"), c.intermediate_size, h)?,
             out_norm: LayerNorm::load(vb.pp("output").pp("LayerNorm"), h, c.layer_norm_eps)?,
@@ -136,7 +245,8 @@ impl Layer {
         })
     }
 
-    /// `x`: [batch, seq, hidden]; `bias`: [batch, 1, 1, seq] additive attention mask.
+    /// `x`: [batch, seq, hidden]; `bias`: additive attention bias broadcastable to
+    /// [batch, heads, seq, seq] (the padding mask, plus MPNet's relative-position bias).
     fn forward(&self, x: &Tensor, bias: &Tensor, p: Precision) -> Result<Tensor> {
         let (b, t, h) = x.dims3()?;
         let split = |y: Tensor| -> Result<Tensor> {
@@ -158,37 +268,54 @@ impl Layer {
     }
 }
 
-/// A BERT encoder: embeddings and `num_hidden_layers` transformer layers (no pooler). A clone
-/// shares the weights (candle tensors are reference-counted; training's updates are seen by
-/// every clone).
+/// A BERT or MPNet encoder: embeddings and `num_hidden_layers` transformer layers (no pooler).
+/// A clone shares the weights (candle tensors are reference-counted; training's updates are
+/// seen by every clone).
 #[derive(Clone)]
 pub struct Encoder {
     word: Embedding,
     position: Embedding,
-    token_type: Embedding,
+    /// BERT's token-type embedding (MPNet has none).
+    token_type: Option<Embedding>,
+    /// MPNet's `[buckets, heads]` relative-position bias, shared by all layers.
+    relative_bias: Option<Tensor>,
     emb_norm: LayerNorm,
     layers: Vec<Layer>,
-    config: BertConfig,
+    config: EncoderConfig,
     device: Device,
 }
 
 impl Encoder {
     /// Loads from a var builder whose root holds `embeddings.*` and `encoder.layer.N.*`
-    /// (a `bert.` prefix, as in task checkpoints, is detected and skipped).
-    pub fn load(vb: VarBuilder, config: &BertConfig) -> Result<Self> {
-        let vb = if vb.contains_tensor("embeddings.word_embeddings.weight") { vb } else { vb.pp("bert") };
+    /// (a `bert.` or `mpnet.` prefix, as in task checkpoints, is detected and skipped).
+    pub fn load(vb: VarBuilder, config: &EncoderConfig) -> Result<Self> {
+        let vb = unprefixed(vb, config.architecture());
         let h = config.hidden_size;
         let e = vb.pp("embeddings");
         let layers = (0..config.num_hidden_layers)
             .map(|i| Layer::load(vb.pp(format!("encoder.layer.{i}")), config))
             .collect::<Result<Vec<_>>>()?;
+        let (token_type, relative_bias) = match config.architecture() {
+            Architecture::Bert => (
+                Some(Embedding::new(e.pp("token_type_embeddings").get((config.type_vocab_size, h), "weight")?, h)),
+                None,
+            ),
+            Architecture::MPNet => (
+                None,
+                Some(
+                    vb.pp("encoder.relative_attention_bias")
+                        .get((config.relative_attention_num_buckets, config.num_attention_heads), "weight")?,
+                ),
+            ),
+        };
         Ok(Self {
             word: Embedding::new(e.pp("word_embeddings").get((config.vocab_size, h), "weight")?, h),
             position: Embedding::new(
                 e.pp("position_embeddings").get((config.max_position_embeddings, h), "weight")?,
                 h,
             ),
-            token_type: Embedding::new(e.pp("token_type_embeddings").get((config.type_vocab_size, h), "weight")?, h),
+            token_type,
+            relative_bias,
             emb_norm: LayerNorm::load(e.pp("LayerNorm"), h, config.layer_norm_eps)?,
             layers,
             config: config.clone(),
@@ -196,7 +323,7 @@ impl Encoder {
         })
     }
 
-    pub fn config(&self) -> &BertConfig {
+    pub fn config(&self) -> &EncoderConfig {
         &self.config
     }
 
@@ -211,13 +338,13 @@ impl Encoder {
     /// Embedding output for `input_ids` [batch, seq] (u32). Token types are all zero.
     pub fn embed(&self, input_ids: &Tensor, p: Precision) -> Result<Tensor> {
         let (_, t) = input_ids.dims2()?;
-        let positions = Tensor::arange(0u32, t as u32, &self.device)?;
-        let types = Tensor::zeros(t, DType::U32, &self.device)?;
-        let x = self
-            .word
-            .forward(input_ids)?
-            .broadcast_add(&self.position.forward(&positions)?)?
-            .broadcast_add(&self.token_type.forward(&types)?)?;
+        let offset = self.config.position_offset() as u32;
+        let positions = Tensor::arange(offset, offset + t as u32, &self.device)?;
+        let mut x = self.word.forward(input_ids)?.broadcast_add(&self.position.forward(&positions)?)?;
+        if let Some(token_type) = &self.token_type {
+            let types = Tensor::zeros(t, DType::U32, &self.device)?;
+            x = x.broadcast_add(&token_type.forward(&types)?)?;
+        }
         self.emb_norm.forward(&x, p)
     }
 
@@ -227,11 +354,28 @@ impl Encoder {
         ((mask.ones_like()? - mask)? * -10_000.0)?.reshape((b, 1, 1, t))
     }
 
-    /// Runs layers `range` over hidden states `x` [batch, seq, hidden].
+    /// MPNet's relative-position bias [1, heads, seq, seq] for `t` tokens (None for BERT).
+    fn position_bias(&self, t: usize) -> Result<Option<Tensor>> {
+        let Some(table) = &self.relative_bias else { return Ok(None) };
+        let buckets = self.config.relative_attention_num_buckets;
+        let idx: Vec<u32> =
+            (0..t).flat_map(|q| (0..t).map(move |k| relative_bucket(k as i64 - q as i64, buckets) as u32)).collect();
+        let idx = Tensor::from_vec(idx, t * t, &self.device)?;
+        let heads = table.dim(1)?;
+        let bias = table.index_select(&idx, 0)?.reshape((t, t, heads))?.permute((2, 0, 1))?;
+        Ok(Some(bias.unsqueeze(0)?.contiguous()?))
+    }
+
+    /// Runs layers `range` over hidden states `x` [batch, seq, hidden]; `bias` is
+    /// [`Self::attention_bias`] of the padding mask.
     pub fn layers(&self, x: &Tensor, bias: &Tensor, range: std::ops::Range<usize>, p: Precision) -> Result<Tensor> {
+        let bias = match self.position_bias(x.dim(1)?)? {
+            Some(relative) => bias.broadcast_add(&relative)?,
+            None => bias.clone(),
+        };
         let mut x = x.clone();
         for layer in &self.layers[range] {
-            x = layer.forward(&x, bias, p)?;
+            x = layer.forward(&x, &bias, p)?;
         }
         Ok(x)
     }
@@ -242,5 +386,57 @@ impl Encoder {
         let bias = Self::attention_bias(mask)?;
         let x = self.embed(input_ids, p)?;
         self.layers(&x, &bias, 0..self.layers.len(), p)
+    }
+}
+
+/// The var builder below a task checkpoint's `bert.` or `mpnet.` prefix, when there is one.
+pub(crate) fn unprefixed(vb: VarBuilder, arch: Architecture) -> VarBuilder {
+    if vb.contains_tensor("embeddings.word_embeddings.weight") {
+        return vb;
+    }
+    match arch {
+        Architecture::Bert => vb.pp("bert"),
+        Architecture::MPNet => vb.pp("mpnet"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_buckets_are_exact_near_and_logarithmic_far() {
+        // Keys after the query (positive relative position) use the lower half.
+        assert_eq!(relative_bucket(0, 32), 0);
+        assert_eq!(relative_bucket(-1, 32), 1);
+        assert_eq!(relative_bucket(-7, 32), 7);
+        assert_eq!(relative_bucket(1, 32), 17);
+        assert_eq!(relative_bucket(7, 32), 23);
+        // Beyond max_exact (8) the buckets grow logarithmically and saturate at 15 / 31.
+        assert_eq!(relative_bucket(-8, 32), 8);
+        assert_eq!(relative_bucket(-127, 32), 15);
+        assert_eq!(relative_bucket(-500, 32), 15);
+        assert_eq!(relative_bucket(500, 32), 31);
+        let mut last = 0;
+        for n in 0..600 {
+            let b = relative_bucket(-n, 32);
+            assert!(b >= last && b < 16, "distance {n}: bucket {b}");
+            last = b;
+        }
+    }
+
+    #[test]
+    fn framing_and_positions_follow_the_family() {
+        let mut c: EncoderConfig = serde_json::from_str(
+            r#"{"vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+                "intermediate_size": 16, "max_position_embeddings": 514, "model_type": "mpnet"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.architecture(), Architecture::MPNet);
+        assert_eq!((c.max_positions(), c.framing()), (512, ("<s>", "</s>")));
+        c.model_type = Some("bert".into());
+        assert_eq!((c.max_positions(), c.framing()), (514, ("[CLS]", "[SEP]")));
+        c.model_type = Some("roberta".into());
+        assert!(c.validate().unwrap_err().contains("roberta"));
     }
 }

@@ -1,7 +1,7 @@
 //! Model folders: where a model's files are, what its manifest says, and loading them.
 //!
 //! A model is a folder (local, or a Hugging Face Hub repository) holding:
-//! - `config.json`: the BERT configuration;
+//! - `config.json`: the encoder's (BERT or MPNet) configuration;
 //! - `tokenizer.json`: the `tokenizers` tokenizer;
 //! - `encoder.safetensors` (or `model.safetensors`): the base encoder, never modified;
 //! - `stance.safetensors`: what training produced: the heads, plus any encoder tensor that
@@ -21,7 +21,7 @@ pub use hub::ModelSource;
 pub use manifest::{Calibration, Manifest, TargetInput};
 
 use crate::backend::{Backend, FastBackend, ReferenceBackend};
-use crate::encoder::{BertConfig, Encoder, FastEncoder};
+use crate::encoder::{Encoder, EncoderConfig, FastEncoder};
 use crate::heads::Heads;
 use crate::tokens::SentenceTokenizer;
 
@@ -101,19 +101,34 @@ fn read_to_string(path: &Path) -> Result<String, ModelError> {
 
 /// The tokenizer a manifest asks for: its window size and, for target-marker models, the
 /// marker tokens (checked to fit the encoder's positions).
-pub fn tokenizer_for(path: &Path, manifest: &Manifest, config: &BertConfig) -> Result<SentenceTokenizer, ModelError> {
-    let tokenizer = SentenceTokenizer::from_file(path, manifest.max_tokens)?;
+pub fn tokenizer_for(
+    path: &Path,
+    manifest: &Manifest,
+    config: &EncoderConfig,
+) -> Result<SentenceTokenizer, ModelError> {
+    let tokenizer = SentenceTokenizer::from_file(path, manifest.max_tokens, config.framing())?;
+    if manifest.max_tokens > config.max_positions() {
+        return Err(ModelError::Invalid {
+            path: path.to_path_buf(),
+            what: "model (manifest max_tokens)",
+            reason: format!(
+                "max_tokens {} is more than the encoder's {} positions",
+                manifest.max_tokens,
+                config.max_positions()
+            ),
+        });
+    }
     match &manifest.target_input {
         TargetInput::Pooled => Ok(tokenizer),
         TargetInput::Markers { open, close } => {
             let longest = manifest.max_tokens + 2 * crate::tokens::MAX_MARKED;
-            if longest > config.max_position_embeddings {
+            if longest > config.max_positions() {
                 return Err(ModelError::Invalid {
                     path: path.to_path_buf(),
                     what: "model (manifest max_tokens with target markers)",
                     reason: format!(
                         "a marked window can reach {longest} tokens, more than the encoder's {} positions; lower max_tokens",
-                        config.max_position_embeddings
+                        config.max_positions()
                     ),
                 });
             }
@@ -123,9 +138,10 @@ pub fn tokenizer_for(path: &Path, manifest: &Manifest, config: &BertConfig) -> R
 }
 
 /// Reads `config.json`.
-pub fn load_config(path: &Path) -> Result<BertConfig, ModelError> {
-    let invalid = |reason: String| ModelError::Invalid { path: path.to_path_buf(), what: "BERT config.json", reason };
-    let config: BertConfig = serde_json::from_str(&read_to_string(path)?).map_err(|e| invalid(e.to_string()))?;
+pub fn load_config(path: &Path) -> Result<EncoderConfig, ModelError> {
+    let invalid =
+        |reason: String| ModelError::Invalid { path: path.to_path_buf(), what: "encoder config.json", reason };
+    let config: EncoderConfig = serde_json::from_str(&read_to_string(path)?).map_err(|e| invalid(e.to_string()))?;
     config.validate().map_err(invalid)?;
     Ok(config)
 }

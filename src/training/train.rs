@@ -4,10 +4,14 @@
 //! Stage 1 (targets): the bottom `layers - train_layers` layers are frozen and their output is
 //! computed once per window and cached; each step runs the trainable top layers and the heads
 //! with candle's autograd and AdamW (linear warm-up and decay). After each epoch the whole
-//! pipeline scores rw_dev and mt_dev; the epoch with the best mean F1-macro is kept.
+//! pipeline scores the dev sets; the epoch with the best selection mean is kept.
 //! Stage 2 (sentence sentiment): with the chosen encoder frozen, sentence vectors of VADER's
 //! train split are computed once and the sentence head is fitted on them; the epoch with the
 //! best macro-F1 on VADER's dev split is kept.
+//!
+//! Only the steps differentiate through the reference (candle-op) encoder; what runs forward
+//! only (the frozen prefix, the dev sets, the sentence vectors) runs on the fast encoder, built
+//! from the current weights, as the service runs it.
 //!
 //! Everything random (head initialisation, shuffling, dropout) comes from one ChaCha seed, so a
 //! run repeats exactly on the same machine and thread count.
@@ -25,9 +29,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
-use crate::backend::{reference, ReferenceBackend};
-use crate::batches::{self, Batch, BatchLimits, WindowInput};
-use crate::encoder::{Encoder, Precision};
+use crate::backend::{FastBackend, ReferenceBackend};
+use crate::batches::{self, Batch, WindowInput};
+use crate::encoder::{Encoder, EncoderConfig, FastEncoder, Precision};
 use crate::heads::Heads;
 use crate::mentions::lexicon::Lexicon;
 use crate::mentions::matcher::ActorMatcher;
@@ -89,8 +93,8 @@ impl Default for TrainConfig {
     }
 }
 
-/// Padded batches of the frozen and forward-only passes: the reference backend's own limits.
-const BATCH: BatchLimits = BatchLimits { max_tokens: batches::DEFAULT_MAX_BATCH_TOKENS, max_rows: reference::MAX_ROWS };
+/// Tokens per packed forward-only batch (frozen prefix, sentence vectors).
+const FORWARD_TOKENS: usize = batches::DEFAULT_MAX_BATCH_TOKENS;
 
 /// A training window with its labels.
 #[derive(Clone)]
@@ -217,7 +221,7 @@ pub fn train(
 
     // Cache the frozen layers' output.
     let t0 = Instant::now();
-    cache_prefix(&encoder, &mut items, frozen, &device)?;
+    cache_prefix(&fast_encoder(&varmap, &config)?, &mut items, frozen, &device)?;
     tracing::info!(secs = t0.elapsed().as_secs_f32(), frozen_layers = frozen, "frozen prefix cached");
 
     // Stage 1.
@@ -267,13 +271,14 @@ pub fn train(
                 );
             }
         }
-        let (rw, _, _) = evaluate(&engine, &rw_dev)?;
-        let (mt, _, _) = evaluate(&engine, &mt_dev)?;
+        let dev_engine = fast_engine(&varmap, &config, &heads, &base.tokenizer, &manifest, base)?;
+        let (rw, _, _) = evaluate(&dev_engine, &rw_dev)?;
+        let (mt, _, _) = evaluate(&dev_engine, &mt_dev)?;
         let newsmtsc_mean = (rw.f1_macro() + mt.f1_macro()) / 2.0;
         // With conflict-stance: the users' domain and NewsMTSC count half each, so that neither
         // domain is bought with the other.
         let conflict =
-            if conflict_dev.is_empty() { None } else { Some(evaluate(&engine, &conflict_dev)?.0.f1_macro()) };
+            if conflict_dev.is_empty() { None } else { Some(evaluate(&dev_engine, &conflict_dev)?.0.f1_macro()) };
         let mean = match conflict {
             Some(c) => (c + newsmtsc_mean) / 2.0,
             None => newsmtsc_mean,
@@ -298,7 +303,8 @@ pub fn train(
 
     // Stage 2: sentence head on VADER.
     let stage2 = Instant::now();
-    let sentence_record = train_sentence_head(&engine, &encoder, &heads, &data, &varmap, cfg, &mut rng, &drop_rng)?;
+    let chosen = fast_encoder(&varmap, &config)?;
+    let sentence_record = train_sentence_head(&engine, &chosen, &heads, &data, &varmap, cfg, &mut rng, &drop_rng)?;
     let stage2_secs = stage2.elapsed().as_secs();
 
     // Write the model folder.
@@ -455,20 +461,46 @@ fn windows_with_labels(engine: &Engine, examples: &[Example]) -> Result<Vec<Item
     Ok(items)
 }
 
+/// The fast encoder over the current weights of `varmap` (a copy: later steps do not reach it).
+fn fast_encoder(varmap: &VarMap, config: &EncoderConfig) -> Result<FastEncoder> {
+    Ok(FastEncoder::load(VarBuilder::from_varmap(varmap, DType::F32, &Device::Cpu), config)?)
+}
+
+/// An engine that scores as the service would, on the current weights.
+fn fast_engine(
+    varmap: &VarMap,
+    config: &EncoderConfig,
+    heads: &Heads,
+    tokenizer: &Path,
+    manifest: &Manifest,
+    base: &ModelFiles,
+) -> Result<Engine> {
+    let backend = Box::new(FastBackend::new(fast_encoder(varmap, config)?, heads.clone()));
+    let tokenizer = model::tokenizer_for(tokenizer, manifest, config)?;
+    let m = StanceModel { tokenizer, backend, manifest: manifest.clone(), files: base.clone() };
+    Ok(Engine::new(m, Lexicon::default_actors(), Limits::default())?)
+}
+
 /// Computes the frozen layers once for every window and keeps each real-token slice.
-fn cache_prefix(encoder: &Encoder, items: &mut [Item], frozen: usize, device: &Device) -> Result<()> {
-    let lengths: Vec<usize> = items.iter().map(|i| i.window.ids.len()).collect();
-    for group in batches::plan(&lengths, BATCH) {
-        let members: Vec<&WindowInput> = group.iter().map(|&i| &items[i].window).collect();
-        let batch = Batch::build(&members, device)?;
-        let bias = Encoder::attention_bias(&batch.mask)?;
-        let x = encoder.embed(&batch.ids, Precision::Fused)?;
-        let x = encoder.layers(&x, &bias, 0..frozen, Precision::Fused)?.detach();
-        for (row, &i) in group.iter().enumerate() {
-            let len = items[i].window.ids.len();
-            // A fresh compact copy: a view would keep the whole batch alive.
-            items[i].prefix = x.get(row)?.narrow(0, 0, len)?.force_contiguous()?;
+fn cache_prefix(encoder: &FastEncoder, items: &mut [Item], frozen: usize, device: &Device) -> Result<()> {
+    let h = encoder.hidden_size();
+    let mut start = 0;
+    while start < items.len() {
+        let mut end = start;
+        let mut tokens = 0;
+        while end < items.len() && (end == start || tokens + items[end].window.ids.len() <= FORWARD_TOKENS) {
+            tokens += items[end].window.ids.len();
+            end += 1;
         }
+        let seqs: Vec<&[u32]> = items[start..end].iter().map(|i| i.window.ids.as_slice()).collect();
+        let states = encoder.forward_layers(&seqs, frozen)?;
+        let mut offset = 0;
+        for item in &mut items[start..end] {
+            let len = item.window.ids.len();
+            item.prefix = Tensor::from_slice(&states[offset * h..(offset + len) * h], (len, h), device)?;
+            offset += len;
+        }
+        start = end;
     }
     Ok(())
 }
@@ -520,10 +552,11 @@ fn stage1_loss(
     Ok(candle_nn::loss::cross_entropy(&logits.target, &labels)?)
 }
 
-/// Sentence vectors (mean of the final states) for examples, through the pipeline's windows.
+/// Sentence vectors (mean of the final states, as the fast backend pools them) for examples,
+/// through the pipeline's windows.
 fn sentence_features(
     engine: &Engine,
-    encoder: &Encoder,
+    encoder: &FastEncoder,
     examples: &[Example],
     device: &Device,
 ) -> Result<(Tensor, Vec<u32>)> {
@@ -537,26 +570,26 @@ fn sentence_features(
             labels.push(label);
         }
     }
-    let lengths: Vec<usize> = windows.iter().map(|w| w.ids.len()).collect();
-    let mut feats: Vec<Option<Tensor>> = vec![None; windows.len()];
-    for group in batches::plan(&lengths, BATCH) {
-        let members: Vec<&WindowInput> = group.iter().map(|&i| &windows[i]).collect();
-        let batch = Batch::build(&members, device)?;
-        let h = encoder.forward(&batch.ids, &batch.mask, Precision::Fused)?;
-        let (rows, seq, hid) = h.dims3()?;
-        let pooled = batch.sentence_pool.matmul(&h.reshape((rows * seq, hid))?)?.detach();
-        for (row, &i) in group.iter().enumerate() {
-            feats[i] = Some(pooled.get(row)?.force_contiguous()?);
+    let h = encoder.hidden_size();
+    let refs: Vec<&WindowInput> = windows.iter().collect();
+    let mut feats = Vec::with_capacity(windows.len() * h);
+    for group in batches::pack(&refs, FORWARD_TOKENS) {
+        let seqs: Vec<&[u32]> = group.iter().map(|w| w.ids.as_slice()).collect();
+        let states = encoder.forward(&seqs)?;
+        let mut offset = 0;
+        for w in &group {
+            let n = w.ids.len();
+            feats.extend(batches::mean_rows(&states[offset * h..(offset + n) * h], h, 0..n));
+            offset += n;
         }
     }
-    let feats: Vec<Tensor> = feats.into_iter().map(|f| f.expect("every window pooled")).collect();
-    Ok((Tensor::stack(&feats, 0)?, labels))
+    Ok((Tensor::from_vec(feats, (windows.len(), h), device)?, labels))
 }
 
 #[allow(clippy::too_many_arguments)]
 fn train_sentence_head(
     engine: &Engine,
-    encoder: &Encoder,
+    encoder: &FastEncoder,
     heads: &Heads,
     data: &DataDir,
     varmap: &VarMap,
