@@ -29,9 +29,10 @@ use serde_json::{json, Value};
 
 use stance::batches::{Batch, WindowInput};
 use stance::encoder::{Encoder, FastEncoder, Precision};
+use stance::input::{ArticleInput, Limits};
 use stance::mentions::lexicon::Lexicon;
 use stance::model::{self, ModelFiles, StanceModel};
-use stance::pipeline::{ArticleInput, Engine, Limits};
+use stance::pipeline::Engine;
 use stance::sentences;
 use stance::tokens::SentenceTokenizer;
 

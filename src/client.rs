@@ -17,7 +17,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-use crate::pipeline::ArticleInput;
+use crate::input::ArticleInput;
 use crate::scores::ArticleScore;
 use crate::wire::pb::stance_client::StanceClient;
 use crate::wire::pb::{self, score_articles_response};

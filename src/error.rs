@@ -5,7 +5,7 @@ use crate::mentions::lexicon::LexiconError;
 /// A problem with what the caller sent: reported back (CLI: to stderr; gRPC: INVALID_ARGUMENT).
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
-    #[error("the text is empty; send the article's text")]
+    #[error("the text is empty (or only whitespace and control characters); send the article's text")]
     EmptyText,
     #[error("the text is {bytes} bytes, above the limit of {max} bytes; split the article or raise the limit (--max-article-bytes)")]
     TooLarge { bytes: usize, max: usize },
@@ -13,6 +13,8 @@ pub enum InputError {
     TooManySentences { count: usize, max: usize },
     #[error("the article has {count} mentions, above the limit of {max}")]
     TooManyMentions { count: usize, max: usize },
+    #[error("the article needs more than {max} encoder windows, above the limit; split the article or raise the limit (--max-windows)")]
+    TooManyWindows { max: usize },
     #[error("mention {index}: {reason}")]
     Mention { index: usize, reason: String },
     #[error("sentence {index}: {reason}")]

@@ -1,10 +1,12 @@
 //! stance: how news articles portray named actors.
 //!
 //! The data's way through the crate, one module per stage:
-//! text → [`sentences`] → [`mentions`] → [`tokens`] → [`batches`] → [`backend`] (an
+//! [`input`] (what a caller sends, and its limits) → [`sentences`] → [`mentions`] → [`tokens`]
+//! ([`prepare`] strings these into encoder windows) → [`batches`] → [`backend`] (an
 //! [`encoder`] with its pooling and [`heads`]) → [`aggregates`] → [`scores`] (the JSON shape).
-//! [`pipeline`] strings the stages together and is the only place that scores; [`model`] loads
-//! model folders; [`training`] fits and evaluates the heads.
+//! [`pipeline`] is the engine, the only place that scores; [`model`] loads model folders;
+//! [`training`] fits and evaluates the heads; [`server`], [`client`] and [`wire`] are the gRPC
+//! faces.
 
 pub mod aggregates;
 pub mod backend;
@@ -13,9 +15,11 @@ pub mod client;
 pub mod encoder;
 pub mod error;
 pub mod heads;
+pub mod input;
 pub mod mentions;
 pub mod model;
 pub mod pipeline;
+pub mod prepare;
 pub mod scores;
 pub mod sentences;
 pub mod server;
@@ -24,7 +28,8 @@ pub mod training;
 pub mod wire;
 
 pub use error::{EngineError, InputError};
-pub use pipeline::{ArticleInput, Engine, ExplicitMention, Limits};
+pub use input::{ArticleInput, ExplicitMention, Limits};
+pub use pipeline::Engine;
 pub use scores::ArticleScore;
 
 /// The bundled default model folder, relative to the repository root.

@@ -8,9 +8,10 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
+use stance::input::Limits;
 use stance::mentions::lexicon::Lexicon;
 use stance::model::{ModelFiles, StanceModel};
-use stance::pipeline::{Engine, Limits};
+use stance::pipeline::Engine;
 
 #[derive(Parser)]
 #[command(
@@ -95,6 +96,10 @@ struct EngineArgs {
     /// Most sentences accepted in one article.
     #[arg(long, env = "STANCE_MAX_SENTENCES", default_value_t = Limits::default().max_sentences)]
     max_sentences: usize,
+    /// Most encoder windows for one article (plain and target-marked together): bounds the
+    /// compute one article can take.
+    #[arg(long, env = "STANCE_MAX_WINDOWS", default_value_t = Limits::default().max_windows)]
+    max_windows: usize,
 }
 
 impl EngineArgs {
@@ -108,6 +113,7 @@ impl EngineArgs {
         let limits = Limits {
             max_article_bytes: self.max_article_bytes,
             max_sentences: self.max_sentences,
+            max_windows: self.max_windows,
             ..Limits::default()
         };
         Ok(Engine::new(model, lexicon, limits)?)

@@ -5,9 +5,10 @@
 use std::path::PathBuf;
 
 use stance::batches::WindowInput;
+use stance::input::{ArticleInput, Limits};
 use stance::mentions::lexicon::Lexicon;
 use stance::model::{ModelFiles, StanceModel};
-use stance::pipeline::{ArticleInput, Engine, Limits, WindowScores};
+use stance::pipeline::{Engine, WindowScores};
 use stance::scores::Polarity;
 
 /// f32 sums in different orders (packed vs padded, fused kernels vs candle ops): the parity

@@ -74,7 +74,10 @@ fn bad_records_become_error_records_and_exit_1() {
         m.entry(v["id"].as_str().unwrap()).or_default().push(v);
         m
     });
-    assert_eq!(by_id["empty"][0]["error"], "the text is empty; send the article's text");
+    assert_eq!(
+        by_id["empty"][0]["error"],
+        "the text is empty (or only whitespace and control characters); send the article's text"
+    );
     assert!(
         by_id["in.jsonl:5"][0]["error"].as_str().unwrap().starts_with("in.jsonl:5: invalid JSON: "),
         "{:?}",

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use common::{cut, fixture_text, Server};
 use serde_json::Value;
+use stance::input::{ArticleInput, ExplicitMention};
 use stance::mentions::lexicon::ActorDef;
-use stance::pipeline::{ArticleInput, ExplicitMention};
 use stance::scores::ArticleScore;
 use stance::wire::pb;
 use stance::wire::pb::stance_client::StanceClient;
@@ -145,7 +145,10 @@ async fn rpcs_health_reflection_stream_and_concurrency() {
     assert_eq!(info.labels, ["negative", "neutral", "positive"]);
     assert!(info.max_tokens > 0);
     assert!(serde_json::from_str::<Value>(&info.manifest_json).is_ok());
-    assert_eq!(info.limits.unwrap().max_article_bytes, 1 << 20);
+    let limits = info.limits.unwrap();
+    assert_eq!((limits.max_article_bytes, limits.max_windows), (1 << 20, 2_048));
+    // The folder's name, not where it is on the server's disk.
+    assert_eq!(info.origin, "minilm-l6-stance");
 
     // Request-level actors: none at all, or a definition of our own; explicit mentions.
     let none = score(&mut c, ArticleInput { actors: Some(vec![]), ..article("n", &text) }).await.unwrap();
@@ -176,7 +179,13 @@ async fn rpcs_health_reflection_stream_and_concurrency() {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().contains("inside a UTF-8 character"), "{}", err.message());
     let err = score(&mut c, article("e", "   ")).await.unwrap_err();
-    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "the text is empty; send the article's text"));
+    assert_eq!(
+        (err.code(), err.message()),
+        (
+            Code::InvalidArgument,
+            "the text is empty (or only whitespace and control characters); send the article's text"
+        )
+    );
     let bad_def = ActorDef { name: "".into(), aliases: vec!["x".into()], case_sensitive: vec![], exclude: vec![] };
     let err = score(&mut c, ArticleInput { actors: Some(vec![bad_def]), ..article("d", &text) }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);

@@ -19,7 +19,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
 use stance::client::Remote;
-use stance::pipeline::{ArticleInput, Engine};
+use stance::input::ArticleInput;
+use stance::pipeline::Engine;
 use stance::scores::ArticleScore;
 
 use super::input::{parse_jsonl, read_text, source_name, text_article, Record};

@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde_json::json;
 
+use stance::input::Limits;
 use stance::mentions::lexicon::Lexicon;
 use stance::model::{Calibration, Manifest, ModelFiles, StanceModel};
-use stance::pipeline::{Engine, Limits};
+use stance::pipeline::Engine;
 use stance::scores::Label;
 use stance::training::data::{self, DataDir, Split};
 use stance::training::eval::{evaluate, evaluate_end_to_end, Prediction};

@@ -10,7 +10,7 @@ use std::io::Read;
 use std::path::Path;
 
 use serde_json::Value;
-use stance::pipeline::ArticleInput;
+use stance::input::ArticleInput;
 
 /// How input files are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -10,7 +10,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use stance::pipeline::{ArticleInput, Engine};
+use stance::input::ArticleInput;
+use stance::pipeline::Engine;
 use stance::scores::ArticleScore;
 
 use super::input::{read_source, InputFormat};

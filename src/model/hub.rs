@@ -50,11 +50,13 @@ pub(super) fn fetch(source: &ModelSource) -> Result<ModelFiles, ModelError> {
     let config = get("config.json")?;
     let tokenizer = get("tokenizer.json")?;
     let encoder = get("encoder.safetensors").or_else(|_| get("model.safetensors"))?;
+    let origin = match revision {
+        Some(rev) => format!("{repo}@{rev}"),
+        None => repo.clone(),
+    };
     Ok(ModelFiles {
-        origin: match revision {
-            Some(rev) => format!("{repo}@{rev}"),
-            None => repo.clone(),
-        },
+        public_origin: origin.clone(),
+        origin,
         config,
         tokenizer,
         encoder,

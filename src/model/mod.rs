@@ -45,6 +45,9 @@ pub enum ModelError {
 pub struct ModelFiles {
     /// A label for messages: the folder or the Hub id.
     pub origin: String,
+    /// What may be shown to a service's clients: the folder's name (not its path on the
+    /// server's disk) or the Hub id.
+    pub public_origin: String,
     pub config: PathBuf,
     pub tokenizer: PathBuf,
     pub encoder: PathBuf,
@@ -77,6 +80,11 @@ impl ModelFiles {
         )?;
         Ok(Self {
             origin: dir.display().to_string(),
+            public_origin: dir
+                .canonicalize()
+                .ok()
+                .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_else(|| "local model folder".into()),
             config: need("config.json", "copy the encoder's config.json into the folder")?,
             tokenizer: need("tokenizer.json", "copy the encoder's tokenizer.json into the folder")?,
             encoder,

@@ -34,7 +34,8 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_health::ServingStatus;
 
-use crate::pipeline::{ArticleInput, Engine};
+use crate::input::ArticleInput;
+use crate::pipeline::Engine;
 use crate::scores::ArticleScore;
 use crate::wire::{pb, FILE_DESCRIPTOR_SET, SERVICE_NAME};
 use batcher::BatchConfig;
@@ -315,7 +316,7 @@ impl pb::stance_server::Stance for StanceService {
             pb::ModelInfo {
                 name: m.name.clone(),
                 version: m.version.clone(),
-                origin: model.files.origin.clone(),
+                origin: model.files.public_origin.clone(),
                 max_tokens: m.max_tokens as u64,
                 labels: m.labels.clone(),
                 manifest_json: serde_json::to_string(m).unwrap_or_default(),
@@ -323,6 +324,7 @@ impl pb::stance_server::Stance for StanceService {
                     max_article_bytes: limits.max_article_bytes as u64,
                     max_sentences: limits.max_sentences as u64,
                     max_mentions: limits.max_mentions as u64,
+                    max_windows: limits.max_windows as u64,
                     max_message_bytes: c.max_message_bytes as u64,
                     max_batch_tokens: c.batch.max_batch_tokens as u64,
                     max_batch_wait_ms: c.batch.max_batch_wait.as_millis() as u64,

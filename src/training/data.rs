@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::input::{check_span, ArticleInput, ExplicitMention, SpanInput};
 use crate::mentions::matcher::ActorMatcher;
-use crate::pipeline::{check_span, ArticleInput, ExplicitMention, SpanInput};
 use crate::scores::Label;
 
 /// A sentence with labelled targets, or with a sentence label.

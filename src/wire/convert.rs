@@ -3,8 +3,8 @@
 //! in-process.
 
 use super::pb;
+use crate::input::{ArticleInput, ExplicitMention, SpanInput};
 use crate::mentions::lexicon::ActorDef;
-use crate::pipeline::{ArticleInput, ExplicitMention, SpanInput};
 use crate::scores::{
     ActorAggregate, ArticleScore, ArticleSentiment, Evidence, Label, MentionSpan, ModelRef, Polarity, SentenceActor,
     SentenceKind, SentenceScore,

@@ -1,0 +1,212 @@
+//! What a caller sends: one article (text, optional mentions, actors and sentence spans), the
+//! limits every article is held to, and the checks that turn a bad field into a message that
+//! says what and where.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::InputError;
+use crate::mentions::lexicon::ActorDef;
+
+/// A mention found by the caller's own recogniser: byte offsets into the article text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExplicitMention {
+    pub start: usize,
+    pub end: usize,
+    pub actor: String,
+}
+
+/// A sentence span given by the caller: byte offsets into the article text.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SpanInput {
+    pub start: usize,
+    pub end: usize,
+}
+
+/// One article to score.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ArticleInput {
+    /// The caller's name for the article, echoed in the result (required in JSONL input).
+    #[serde(default)]
+    pub id: String,
+    pub text: String,
+    /// Mentions to score instead of those the lexicon finds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mentions: Option<Vec<ExplicitMention>>,
+    /// Actor definitions replacing the default lexicon for this article (`Some([])`: no actors,
+    /// sentiment only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actors: Option<Vec<ActorDef>>,
+    /// Sentence spans to use instead of the built-in splitter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentences: Option<Vec<SpanInput>>,
+}
+
+/// Input limits, checked before the work they bound. Together they bound one article's cost:
+/// at most `max_windows` encoder windows (each at most the model's window plus its target
+/// markers), and result text no larger than a few times the article (mentions lie inside
+/// sentences and do not overlap).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_article_bytes: usize,
+    pub max_sentences: usize,
+    pub max_mentions: usize,
+    /// Encoder windows per article (plain and target-marked together).
+    pub max_windows: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_article_bytes: 1 << 20, max_sentences: 5_000, max_mentions: 20_000, max_windows: 2_048 }
+    }
+}
+
+/// Whether `text` has nothing to read: only whitespace and control characters (NUL bytes
+/// included).
+pub(crate) fn is_blank(text: &str) -> bool {
+    text.chars().all(|c| c.is_whitespace() || c.is_control())
+}
+
+/// Checks the caller's mentions against the text and the sentences (`(start, end)`, in order):
+/// each a valid span with an actor name, inside one sentence, overlapping no other. Returns
+/// them sorted by position.
+pub(crate) fn validate_mentions(
+    text: &str,
+    explicit: Vec<ExplicitMention>,
+    sentences: &[(usize, usize)],
+) -> Result<Vec<(usize, usize, String)>, InputError> {
+    let mut checked = explicit
+        .into_iter()
+        .enumerate()
+        .map(|(index, m)| {
+            let bad = |reason: String| InputError::Mention { index, reason };
+            if m.actor.trim().is_empty() {
+                return Err(bad("actor name is empty".into()));
+            }
+            check_span(text, m.start, m.end).map_err(bad)?;
+            let i = sentences.partition_point(|s| s.1 <= m.start);
+            match sentences.get(i) {
+                Some(&(a, b)) if a <= m.start && m.end <= b => {}
+                Some(&(a, b)) if a <= m.start => {
+                    return Err(bad(format!(
+                        "bytes {}..{} cross the end of sentence {i} ({a}..{b}); a mention must lie inside one sentence",
+                        m.start, m.end
+                    )))
+                }
+                _ => {
+                    return Err(bad(format!(
+                        "bytes {}..{} are in no sentence; a mention must lie inside one of the article's sentences",
+                        m.start, m.end
+                    )))
+                }
+            }
+            Ok((index, m))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    checked.sort_by_key(|(_, m)| (m.start, m.end));
+    for pair in checked.windows(2) {
+        let ((i, a), (j, b)) = (&pair[0], &pair[1]);
+        if b.start < a.end {
+            return Err(InputError::Mention {
+                index: *j,
+                reason: format!(
+                    "bytes {}..{} overlap mention {i} ({}..{}); mentions must not overlap",
+                    b.start, b.end, a.start, a.end
+                ),
+            });
+        }
+    }
+    Ok(checked.into_iter().map(|(_, m)| (m.start, m.end, m.actor)).collect())
+}
+
+/// Checks the caller's sentence spans: a non-empty list of valid spans, in order, not
+/// overlapping.
+pub(crate) fn validate_sentences(text: &str, spans: &[SpanInput]) -> Result<Vec<(usize, usize)>, InputError> {
+    if spans.is_empty() {
+        return Err(InputError::Sentence {
+            index: 0,
+            reason: "the sentence list is empty; omit it to use the built-in splitter".into(),
+        });
+    }
+    let mut prev_end = 0;
+    spans
+        .iter()
+        .enumerate()
+        .map(|(index, s)| {
+            let bad = |reason: String| InputError::Sentence { index, reason };
+            check_span(text, s.start, s.end).map_err(bad)?;
+            if s.start < prev_end {
+                return Err(bad(format!("starts at {} before the previous sentence ends ({prev_end}); sentences must be in order and not overlap", s.start)));
+            }
+            prev_end = s.end;
+            Ok((s.start, s.end))
+        })
+        .collect()
+}
+
+/// A non-empty byte span inside `text`, on character boundaries.
+pub(crate) fn check_span(text: &str, start: usize, end: usize) -> Result<(), String> {
+    if start >= end {
+        return Err(format!("start {start} is not before end {end}"));
+    }
+    if end > text.len() {
+        return Err(format!("end {end} is beyond the end of the text ({} bytes)", text.len()));
+    }
+    for o in [start, end] {
+        if !text.is_char_boundary(o) {
+            return Err(format!("byte offset {o} is inside a UTF-8 character; offsets are UTF-8 byte offsets"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mention(start: usize, end: usize) -> ExplicitMention {
+        ExplicitMention { start, end, actor: "Russia".into() }
+    }
+
+    #[test]
+    fn spans_are_checked() {
+        let text = "Türkiye said";
+        assert!(check_span(text, 0, 8).is_ok());
+        assert!(check_span(text, 0, 2).unwrap_err().contains("inside a UTF-8 character"));
+        assert!(check_span(text, 3, 3).unwrap_err().contains("not before"));
+        assert!(check_span(text, 0, 99).unwrap_err().contains("beyond the end"));
+        let err = validate_mentions(text, vec![ExplicitMention { start: 0, end: 8, actor: " ".into() }], &[(0, 13)])
+            .unwrap_err();
+        assert!(err.to_string().contains("mention 0"), "{err}");
+        let err =
+            validate_sentences(text, &[SpanInput { start: 0, end: 8 }, SpanInput { start: 4, end: 13 }]).unwrap_err();
+        assert!(err.to_string().contains("sentence 1"), "{err}");
+    }
+
+    #[test]
+    fn mentions_lie_inside_one_sentence_and_do_not_overlap() {
+        let text = "Russia said. Turkey agreed.";
+        let sentences = [(0, 12), (13, 27)];
+        let ok = validate_mentions(text, vec![mention(13, 19), mention(0, 6)], &sentences).unwrap();
+        assert_eq!(ok.iter().map(|m| (m.0, m.1)).collect::<Vec<_>>(), vec![(0, 6), (13, 19)]);
+        // Outside the given sentences (the case of a caller who sent only the first one).
+        let err = validate_mentions(text, vec![mention(0, 6), mention(13, 19)], &[(0, 6)]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "mention 1: bytes 13..19 are in no sentence; a mention must lie inside one of the article's sentences"
+        );
+        let err = validate_mentions(text, vec![mention(7, 15)], &sentences).unwrap_err();
+        assert!(err.to_string().contains("cross the end of sentence 0 (0..12)"), "{err}");
+        // The same span twice, and one inside another, both overlap.
+        let err = validate_mentions(text, vec![mention(0, 6), mention(0, 6)], &sentences).unwrap_err();
+        assert_eq!(err.to_string(), "mention 1: bytes 0..6 overlap mention 0 (0..6); mentions must not overlap");
+        let err = validate_mentions(text, vec![mention(0, 11), mention(2, 4)], &sentences).unwrap_err();
+        assert!(err.to_string().starts_with("mention 1: bytes 2..4 overlap mention 0"), "{err}");
+    }
+
+    #[test]
+    fn control_characters_are_blank() {
+        assert!(is_blank("\0\0\0"));
+        assert!(is_blank(" \t\n\u{7}"));
+        assert!(!is_blank("\0a"));
+    }
+}
