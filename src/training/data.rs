@@ -280,21 +280,26 @@ impl ConflictArticle {
                 let s = self.sentences[si];
                 let sentence = &self.text[s.start..s.end];
                 let found = matcher.map(|m| m.find(sentence)).unwrap_or_default();
-                let mut mentions = Vec::new();
-                let mut labels = Vec::new();
-                for (k, t) in targets.iter().enumerate() {
-                    let name = format!("t{k}");
-                    let given = (t.start - s.start, t.end - s.start);
-                    mentions.push(ExplicitMention { start: given.0, end: given.1, actor: name.clone() });
-                    if let Some(m) = matcher {
+                // The records' own mentions first; then (training) every other lexicon occurrence
+                // of a labelled actor, unless it overlaps a mention already taken.
+                let mut mentions: Vec<ExplicitMention> = targets
+                    .iter()
+                    .enumerate()
+                    .map(|(k, t)| ExplicitMention {
+                        start: t.start - s.start,
+                        end: t.end - s.start,
+                        actor: format!("t{k}"),
+                    })
+                    .collect();
+                let labels = targets.iter().map(|t| t.label).collect();
+                if let Some(m) = matcher {
+                    for (k, t) in targets.iter().enumerate() {
                         for f in found.iter().filter(|f| m.actor_name(f.actor) == t.actor) {
-                            let overlaps = f.start < given.1 && given.0 < f.end;
-                            if !overlaps {
-                                mentions.push(ExplicitMention { start: f.start, end: f.end, actor: name.clone() });
+                            if !mentions.iter().any(|g| f.start < g.end && g.start < f.end) {
+                                mentions.push(ExplicitMention { start: f.start, end: f.end, actor: format!("t{k}") });
                             }
                         }
                     }
-                    labels.push(t.label);
                 }
                 Example {
                     input: ArticleInput {
