@@ -15,6 +15,8 @@ pub enum InputError {
     TooManyMentions { count: usize, max: usize },
     #[error("the article needs more than {max} encoder windows, above the limit; split the article or raise the limit (--max-windows)")]
     TooManyWindows { max: usize },
+    #[error("the article's actor definitions have {count} aliases and exclude phrases, above the limit of {max}; send fewer, or load them on the server as its lexicon (--actors)")]
+    TooManyActorPhrases { count: usize, max: usize },
     #[error("mention {index}: {reason}")]
     Mention { index: usize, reason: String },
     #[error("sentence {index}: {reason}")]

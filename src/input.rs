@@ -52,11 +52,20 @@ pub struct Limits {
     pub max_mentions: usize,
     /// Encoder windows per article (plain and target-marked together).
     pub max_windows: usize,
+    /// Aliases and exclude phrases of an article's own actor definitions, together (each at
+    /// most [`crate::mentions::lexicon::MAX_PHRASE_BYTES`]): bounds the matcher built for it.
+    pub max_actor_phrases: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_article_bytes: 1 << 20, max_sentences: 5_000, max_mentions: 20_000, max_windows: 2_048 }
+        Self {
+            max_article_bytes: 1 << 20,
+            max_sentences: 5_000,
+            max_mentions: 20_000,
+            max_windows: 2_048,
+            max_actor_phrases: 2_000,
+        }
     }
 }
 

@@ -89,6 +89,10 @@ pub fn prepare(
         (Some(explicit), _) => validate_mentions(&text, explicit, &spans)?,
         (None, Some(defs)) if defs.is_empty() => Vec::new(),
         (None, Some(defs)) => {
+            let phrases: usize = defs.iter().map(|d| d.phrase_count()).sum();
+            if phrases > limits.max_actor_phrases {
+                return Err(InputError::TooManyActorPhrases { count: phrases, max: limits.max_actor_phrases });
+            }
             let lexicon = Lexicon::from_defs(defs).map_err(InputError::Actors)?;
             let matcher = ActorMatcher::new(&lexicon).map_err(InputError::Actors)?;
             matcher.find(&text).into_iter().map(|m| (m.start, m.end, matcher.actor_name(m.actor).to_string())).collect()
@@ -240,6 +244,29 @@ mod tests {
         assert_eq!(p.sentences.len(), 1);
         let names: Vec<&str> = p.sentences[0].actors.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(names, ["Russia"]);
+    }
+
+    #[test]
+    fn a_request_lexicon_is_bounded() {
+        let matcher = ActorMatcher::new(&Lexicon::default_actors()).unwrap();
+        let aliases: Vec<String> = (0..30).map(|i| format!("name{i}")).collect();
+        let defs = vec![crate::mentions::lexicon::ActorDef {
+            name: "Many".into(),
+            aliases,
+            case_sensitive: vec![],
+            exclude: vec![],
+        }];
+        let limits = Limits { max_actor_phrases: 20, ..Limits::default() };
+        let input = ArticleInput {
+            id: "l".into(),
+            text: "name3 spoke.".into(),
+            actors: Some(defs.clone()),
+            ..Default::default()
+        };
+        let err = prepare(&bundled_tokenizer(), &matcher, &limits, input.clone()).unwrap_err();
+        assert!(matches!(err, InputError::TooManyActorPhrases { count: 30, max: 20 }), "{err:?}");
+        let p = prepare(&bundled_tokenizer(), &matcher, &Limits::default(), input).unwrap();
+        assert_eq!(p.sentences[0].actors[0].name, "Many");
     }
 
     #[test]

@@ -297,16 +297,12 @@ pub(super) fn fold_key(s: &str) -> String {
     fold(s, true).text.trim().to_string()
 }
 
-/// Whether folded `needle` occurs in folded `haystack` as whole words.
-pub(super) fn contains_word(haystack: &str, needle: &str) -> bool {
-    if needle.is_empty() {
-        return false;
-    }
-    haystack.match_indices(needle).any(|(i, _)| {
-        let before = haystack[..i].chars().next_back();
-        let after = haystack[i + needle.len()..].chars().next();
-        !before.is_some_and(is_word_char) && !after.is_some_and(is_word_char)
-    })
+/// Whether `haystack[start..end]` stands as whole words: no word character right before or
+/// right after it.
+pub(super) fn is_whole_word(haystack: &str, start: usize, end: usize) -> bool {
+    let before = haystack[..start].chars().next_back();
+    let after = haystack[end..].chars().next();
+    start < end && !before.is_some_and(is_word_char) && !after.is_some_and(is_word_char)
 }
 
 #[cfg(test)]
