@@ -72,6 +72,25 @@ async fn wait_serving(addr: &str, channel: Channel, patience: Duration) -> Resul
     }
 }
 
+/// What `grpc.health.v1` says of `stance.v1.Stance` at `addr`, asked once: connecting and the
+/// answer together take at most `timeout`.
+pub async fn health(addr: &str, timeout: Duration) -> Result<ServingStatus> {
+    let ask = async {
+        let channel = endpoint(addr, timeout)?
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to the stance server at {addr}"))?;
+        let answer = HealthClient::new(channel)
+            .check(HealthCheckRequest { service: SERVICE_NAME.into() })
+            .await
+            .map_err(|s| anyhow::anyhow!("{addr}: health check failed: {}", s.message()))?;
+        Ok(ServingStatus::try_from(answer.get_ref().status).unwrap_or(ServingStatus::Unknown))
+    };
+    tokio::time::timeout(timeout, ask)
+        .await
+        .map_err(|_| anyhow::anyhow!("{addr}: no health answer within {timeout:?}"))?
+}
+
 /// A connection to one or several servers.
 #[derive(Clone)]
 pub struct Remote {

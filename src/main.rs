@@ -36,6 +36,19 @@ enum Command {
     Serve(ServeArgs),
     /// Score a JSONL file, a directory of .txt files or stdin into a resumable JSONL file.
     Batch(BatchArgs),
+    /// Ask a server whether it is SERVING (grpc.health.v1): exit 0 if so, 1 otherwise (for
+    /// probes, scripts and container health checks).
+    Health(HealthArgs),
+}
+
+#[derive(Args)]
+struct HealthArgs {
+    /// The server, HOST:PORT or http://HOST:PORT.
+    #[arg(long, env = "STANCE_REMOTE")]
+    remote: String,
+    /// Give up after this many seconds (connecting and the answer together).
+    #[arg(long, default_value_t = 5.0)]
+    timeout_s: f64,
 }
 
 #[derive(Args)]
@@ -208,7 +221,7 @@ struct EvalArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Score(_) | Command::Batch(_) => "warn",
+        Command::Score(_) | Command::Batch(_) | Command::Health(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -235,6 +248,7 @@ fn main() -> ExitCode {
         .map(|_| ExitCode::SUCCESS),
         Command::Serve(a) => cli::serve::run(a.serve, move || a.engine.engine()).map(|_| ExitCode::SUCCESS),
         Command::Batch(a) => cli::batch::run(a.batch, || a.engine.engine()),
+        Command::Health(a) => cli::health::run(&a.remote, a.timeout_s),
     };
     match result {
         Ok(code) => code,

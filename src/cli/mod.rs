@@ -2,6 +2,7 @@
 
 pub mod batch;
 pub mod eval;
+pub mod health;
 pub mod input;
 pub mod remote;
 pub mod score;

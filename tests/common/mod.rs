@@ -35,6 +35,7 @@ pub fn stance() -> Command {
         "STANCE_ADDR",
         "STANCE_MAX_QUEUE",
         "STANCE_MAX_ARTICLE_BYTES",
+        "STANCE_MAX_WINDOWS",
         "STANCE_METRICS_ADDR",
     ] {
         cmd.env_remove(v);
