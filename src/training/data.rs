@@ -281,7 +281,8 @@ impl ConflictArticle {
                 let sentence = &self.text[s.start..s.end];
                 let found = matcher.map(|m| m.find(sentence)).unwrap_or_default();
                 // The records' own mentions first; then (training) every other lexicon occurrence
-                // of a labelled actor, unless it overlaps a mention already taken.
+                // of a labelled actor, unless it overlaps a mention already taken (a name is
+                // marked once).
                 let mut mentions: Vec<ExplicitMention> = targets
                     .iter()
                     .enumerate()
