@@ -10,8 +10,18 @@
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
+use serde::{Deserialize, Serialize};
+
 use crate::batches::Batch;
-use crate::model::manifest::HeadsConfig;
+
+/// Shapes of the scoring heads.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HeadsConfig {
+    /// Hidden size of the encoder output the heads read.
+    pub input: usize,
+    /// Hidden width of each head's two-layer MLP.
+    pub hidden: usize,
+}
 
 /// `Linear → GELU → Linear(3)`.
 #[derive(Clone)]

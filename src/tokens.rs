@@ -6,11 +6,17 @@
 //! averaged over windows.
 
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tokenizers::Tokenizer;
 
-use crate::model::ModelError;
+/// A tokenizer file that cannot serve a model: which file, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{} is not a valid tokenizer.json: {reason}", path.display())]
+pub struct TokenizerError {
+    pub path: PathBuf,
+    pub reason: String,
+}
 
 /// The tokenizer of a model, with its special tokens and window size.
 pub struct SentenceTokenizer {
@@ -41,8 +47,8 @@ pub struct Tokenized {
 impl SentenceTokenizer {
     /// Loads `tokenizer.json`; `framing` names the tokens that open and close every window
     /// (`[CLS]`/`[SEP]` for BERT, `<s>`/`</s>` for MPNet: [`crate::encoder::EncoderConfig::framing`]).
-    pub fn from_file(path: &Path, max_tokens: usize, framing: (&str, &str)) -> Result<Self, ModelError> {
-        let invalid = |reason: String| ModelError::Invalid { path: path.to_path_buf(), what: "tokenizer.json", reason };
+    pub fn from_file(path: &Path, max_tokens: usize, framing: (&str, &str)) -> Result<Self, TokenizerError> {
+        let invalid = |reason: String| TokenizerError { path: path.to_path_buf(), reason };
         let mut inner = Tokenizer::from_file(path).map_err(|e| invalid(e.to_string()))?;
         // Windows are cut here, not by the tokenizer; a file may carry its own settings.
         inner.with_truncation(None).map_err(|e| invalid(e.to_string()))?;
@@ -57,11 +63,10 @@ impl SentenceTokenizer {
     }
 
     /// Uses the vocabulary tokens `open` and `close` as target markers.
-    pub fn with_markers(mut self, path: &Path, open: &str, close: &str) -> Result<Self, ModelError> {
+    pub fn with_markers(mut self, path: &Path, open: &str, close: &str) -> Result<Self, TokenizerError> {
         let id = |tok: &str| {
-            self.inner.token_to_id(tok).ok_or_else(|| ModelError::Invalid {
+            self.inner.token_to_id(tok).ok_or_else(|| TokenizerError {
                 path: path.to_path_buf(),
-                what: "tokenizer.json",
                 reason: format!("the vocabulary has no {tok:?} token, which the manifest names as a target marker"),
             })
         };

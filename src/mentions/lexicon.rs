@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use aho_corasick::AhoCorasick;
 use serde::{Deserialize, Serialize};
 
-use super::matcher::{fold_key, is_whole_word};
+use super::fold::{fold_key, is_whole_word};
 
 /// The built-in lexicon (Russia, Turkey, Armenia, Azerbaijan).
 const DEFAULT_ACTORS_TOML: &str = include_str!("default_actors.toml");

@@ -18,6 +18,7 @@
 //! assert_eq!(found, [("Turkey", "Erdoğan"), ("Armenia", "Pashinyan")]);
 //! ```
 
+mod fold;
 pub mod lexicon;
 pub mod matcher;
 

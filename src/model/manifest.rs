@@ -5,15 +5,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::ModelError;
-
-/// Shapes of the scoring heads.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct HeadsConfig {
-    /// Hidden size of the encoder output the heads read.
-    pub input: usize,
-    /// Hidden width of each head's two-layer MLP.
-    pub hidden: usize,
-}
+pub use crate::heads::HeadsConfig;
 
 /// The model folder's description. `training` and `scores` are free-form records written by
 /// `stance train` / `stance eval`, kept for people.
