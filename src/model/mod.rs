@@ -36,6 +36,8 @@ pub enum ModelError {
     Unreadable { path: PathBuf, reason: String },
     #[error("{path} is not a valid {what}: {reason}")]
     Invalid { path: PathBuf, what: &'static str, reason: String },
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokens::TokenizerError),
     #[error("cannot fetch {file} of {repo} from the Hugging Face Hub: {reason}. Without network access, use --model PATH with a local model folder (the bundled one is models/minilm-l6-stance), or fill the Hub cache (HF_HOME) beforehand")]
     Hub { repo: String, file: String, reason: String },
 }
@@ -75,7 +77,7 @@ impl ModelFiles {
             ModelError::MissingFile {
                 dir: dir.to_path_buf(),
                 file: "encoder.safetensors",
-                hint: "a model folder needs the base encoder weights (encoder.safetensors or model.safetensors)",
+                hint: "a model folder needs the base encoder weights (encoder.safetensors or model.safetensors); where they are not committed, the folder's PROVENANCE.md says how to fetch them (models/mpnet-base-stance: bash models/all-mpnet-base-v2/fetch.sh models/mpnet-base-stance)",
             },
         )?;
         Ok(Self {
@@ -140,7 +142,7 @@ pub fn tokenizer_for(
                     ),
                 });
             }
-            tokenizer.with_markers(path, open, close)
+            Ok(tokenizer.with_markers(path, open, close)?)
         }
     }
 }
