@@ -272,7 +272,7 @@ pub fn train(
                 );
             }
         }
-        let dev_engine = fast_engine(&varmap, &config, &heads, &base.tokenizer, &manifest, base)?;
+        let dev_engine = fast_engine(&varmap, &config, &heads, &manifest, base)?;
         let (rw, _, _) = evaluate(&dev_engine, &rw_dev)?;
         let (mt, _, _) = evaluate(&dev_engine, &mt_dev)?;
         let newsmtsc_mean = (rw.f1_macro() + mt.f1_macro()) / 2.0;
@@ -472,12 +472,11 @@ fn fast_engine(
     varmap: &VarMap,
     config: &EncoderConfig,
     heads: &Heads,
-    tokenizer: &Path,
     manifest: &Manifest,
     base: &ModelFiles,
 ) -> Result<Engine> {
     let backend = Box::new(FastBackend::new(fast_encoder(varmap, config)?, heads.clone()));
-    let tokenizer = model::tokenizer_for(tokenizer, manifest, config)?;
+    let tokenizer = model::tokenizer_for(&base.tokenizer, manifest, config)?;
     let m = StanceModel { tokenizer, backend, manifest: manifest.clone(), files: base.clone() };
     Ok(Engine::new(m, Lexicon::default_actors(), Limits::default())?)
 }
@@ -485,23 +484,21 @@ fn fast_engine(
 /// Computes the frozen layers once for every window and keeps each real-token slice.
 fn cache_prefix(encoder: &FastEncoder, items: &mut [Item], frozen: usize, device: &Device) -> Result<()> {
     let h = encoder.hidden_size();
-    let mut start = 0;
-    while start < items.len() {
-        let mut end = start;
-        let mut tokens = 0;
-        while end < items.len() && (end == start || tokens + items[end].window.ids.len() <= FORWARD_TOKENS) {
-            tokens += items[end].window.ids.len();
-            end += 1;
-        }
-        let seqs: Vec<&[u32]> = items[start..end].iter().map(|i| i.window.ids.as_slice()).collect();
+    let windows: Vec<&WindowInput> = items.iter().map(|i| &i.window).collect();
+    // `pack` keeps the order, so the groups' windows are the items in turn.
+    let mut prefixes = Vec::with_capacity(items.len());
+    for group in batches::pack(&windows, FORWARD_TOKENS) {
+        let seqs: Vec<&[u32]> = group.iter().map(|w| w.ids.as_slice()).collect();
         let states = encoder.forward_layers(&seqs, frozen)?;
         let mut offset = 0;
-        for item in &mut items[start..end] {
-            let len = item.window.ids.len();
-            item.prefix = Tensor::from_slice(&states[offset * h..(offset + len) * h], (len, h), device)?;
+        for w in &group {
+            let len = w.ids.len();
+            prefixes.push(Tensor::from_slice(&states[offset * h..(offset + len) * h], (len, h), device)?);
             offset += len;
         }
-        start = end;
+    }
+    for (item, prefix) in items.iter_mut().zip(prefixes) {
+        item.prefix = prefix;
     }
     Ok(())
 }
