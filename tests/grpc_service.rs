@@ -339,3 +339,64 @@ async fn sigterm_finishes_the_request_in_flight_and_exits_0() {
     .0;
     assert_eq!(status.code(), Some(0), "{status:?}");
 }
+
+/// Waits (off the async workers) for the server to exit; panics if it takes a minute.
+async fn exit_status(mut server: Server) -> std::process::ExitStatus {
+    tokio::task::spawn_blocking(move || {
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = server.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(std::time::Instant::now() < until, "the server did not exit within 60 s of the signal");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_an_idle_stream_with_unavailable_and_exits_before_the_grace_period() {
+    // A grace period far longer than the test may wait: the stream must end by draining.
+    let server = Server::start(&["--shutdown-grace-s", "600"]);
+    server.ready().await;
+    let mut c = client(&server).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut answers =
+        c.score_articles(tokio_stream::wrappers::ReceiverStream::new(rx)).await.expect("stream opens").into_inner();
+    tx.send(pb::ScoreArticleRequest { article: Some(article("first", &fixture_text()).into()), seq: 7 }).await.unwrap();
+    let first = answers.next().await.expect("an answer").expect("not an error");
+    assert_eq!((first.id.as_str(), first.seq), ("first", 7));
+    // The client keeps its side open and sends nothing more.
+    server.signal("TERM");
+    let end =
+        tokio::time::timeout(Duration::from_secs(30), answers.next()).await.expect("the stream ends after SIGTERM");
+    let status = end.expect("a final status").expect_err("the stream ends with an error status");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("items after seq 7 were not read"), "{}", status.message());
+    // Items sent after the signal are not taken.
+    let _ = tx.send(pb::ScoreArticleRequest { article: Some(article("late", "Russia said no.").into()), seq: 8 }).await;
+    assert!(answers.next().await.is_none(), "nothing after the final status");
+    let status = exit_status(server).await;
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    drop(tx);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grace_period_cancels_what_is_still_running_and_the_server_exits() {
+    let server = Server::start(&["--shutdown-grace-s", "0.5", "--max-windows", "100000"]);
+    server.ready().await;
+    let mut c = client(&server).await;
+    // About 1,500 sentences: far more than half a second of encoder work on any machine.
+    let huge = fixture_text().repeat(250);
+    let call = tokio::spawn(async move { score(&mut c, article("huge", &huge)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!call.is_finished(), "the request should still be running when the signal comes");
+    server.signal("TERM");
+    let status = exit_status(server).await;
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    // Answered UNAVAILABLE, or its connection closed as the process exited: never scored.
+    let err = call.await.unwrap().expect_err("the request past the grace period is not scored");
+    assert!(matches!(err.code(), Code::Unavailable | Code::Unknown | Code::Cancelled), "{err:?}");
+}

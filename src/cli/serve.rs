@@ -38,6 +38,10 @@ pub struct ServeOpts {
     /// Articles of one ScoreArticles stream scored at once (the rest wait in the stream).
     #[arg(long, env = "STANCE_MAX_STREAM_INFLIGHT", default_value_t = ServerConfig::default().max_stream_inflight)]
     pub max_stream_inflight: usize,
+    /// On SIGTERM or SIGINT, seconds to finish the requests in flight (open streams stop
+    /// reading new items at once); then the rest is answered UNAVAILABLE and the server exits.
+    #[arg(long, env = "STANCE_SHUTDOWN_GRACE_S", default_value_t = ServerConfig::default().shutdown_grace.as_secs_f64())]
+    pub shutdown_grace_s: f64,
 }
 
 pub fn run<F>(o: ServeOpts, load: F) -> Result<()>
@@ -55,6 +59,8 @@ where
         compute_threads: o.compute_threads,
         max_message_bytes: o.max_message_bytes,
         max_stream_inflight: o.max_stream_inflight,
+        shutdown_grace: Duration::try_from_secs_f64(o.shutdown_grace_s)
+            .map_err(|e| anyhow::anyhow!("--shutdown-grace-s {}: {e}; give seconds, e.g. 30", o.shutdown_grace_s))?,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(serve(config, load))

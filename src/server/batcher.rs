@@ -36,7 +36,12 @@ pub fn spawn(
 }
 
 /// Whether a job still needs computing; answers or drops the ones that do not.
-fn live(job: Job) -> Option<Job> {
+fn live(job: Job, queue: &Queue) -> Option<Job> {
+    if queue.cancelled() {
+        metrics::skipped("shutdown");
+        let _ = job.reply.send(Err(JobError::Cancelled));
+        return None;
+    }
     if job.abandoned() {
         metrics::skipped("cancelled");
         return None;
@@ -51,14 +56,14 @@ fn live(job: Job) -> Option<Job> {
 
 fn run(engine: &Engine, queue: &Queue, config: BatchConfig) {
     while let Some(first) = queue.pop() {
-        let Some(first) = live(first) else { continue };
+        let Some(first) = live(first, queue) else { continue };
         let started = Instant::now();
         let until = started + config.max_batch_wait;
         let mut tokens = first.tokens();
         let mut jobs = vec![first];
         while tokens < config.max_batch_tokens {
             let Some(job) = queue.pop_until(until) else { break };
-            let Some(job) = live(job) else { continue };
+            let Some(job) = live(job, queue) else { continue };
             if tokens + job.tokens() > config.max_batch_tokens {
                 queue.push_front(job);
                 break;
@@ -66,18 +71,23 @@ fn run(engine: &Engine, queue: &Queue, config: BatchConfig) {
             tokens += job.tokens();
             jobs.push(job);
         }
-        compute(engine, jobs, tokens, config.max_batch_tokens);
+        compute(engine, queue, jobs, tokens, config.max_batch_tokens);
     }
     tracing::debug!("compute thread stops: queue closed and drained");
 }
 
 /// Runs one job larger than a batch in batch-sized pieces, giving up between pieces when its
-/// client has gone or its deadline has passed.
-fn compute_large(engine: &Engine, job: Job, max_tokens: usize) {
+/// client has gone, its deadline has passed or the server's shutdown grace period ran out.
+fn compute_large(engine: &Engine, queue: &Queue, job: Job, max_tokens: usize) {
     let mut scores = Vec::with_capacity(job.windows.len());
     let windows: Vec<&WindowInput> = job.windows.iter().collect();
     for piece in batches::pack(&windows, max_tokens) {
         if !scores.is_empty() {
+            if queue.cancelled() {
+                metrics::skipped("shutdown");
+                let _ = job.reply.send(Err(JobError::Cancelled));
+                return;
+            }
             if job.abandoned() {
                 metrics::skipped("cancelled");
                 return;
@@ -104,9 +114,9 @@ fn compute_large(engine: &Engine, job: Job, max_tokens: usize) {
     let _ = job.reply.send(Ok(scores));
 }
 
-fn compute(engine: &Engine, mut jobs: Vec<Job>, tokens: usize, max_tokens: usize) {
+fn compute(engine: &Engine, queue: &Queue, mut jobs: Vec<Job>, tokens: usize, max_tokens: usize) {
     if jobs.len() == 1 && tokens > max_tokens {
-        return compute_large(engine, jobs.pop().expect("one job"), max_tokens);
+        return compute_large(engine, queue, jobs.pop().expect("one job"), max_tokens);
     }
     let windows: Vec<&WindowInput> = jobs.iter().flat_map(|j| j.windows.iter()).collect();
     let started = Instant::now();

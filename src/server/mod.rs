@@ -10,6 +10,12 @@
 //!   answer each request;
 //! - the handler then calls [`Engine::finish`] and answers the client.
 //!
+//! Shutdown (SIGTERM, SIGINT): health turns NOT_SERVING, new connections are refused, open
+//! ScoreArticles streams stop reading new items (their answers end with UNAVAILABLE naming the
+//! last item read), and what was read is finished. After `--shutdown-grace-s` whatever remains
+//! is answered UNAVAILABLE and the server exits, so a client that holds a stream open or stops
+//! reading cannot keep it alive.
+//!
 //! Deadlines (`grpc-timeout`) are honoured: a request past its deadline gets
 //! DEADLINE_EXCEEDED, and the compute threads skip work nobody waits for any more (an article
 //! larger than a batch is abandoned between pieces). One exception: a deadline that passes
@@ -27,7 +33,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_stream::{Stream, StreamExt};
 use tonic::metadata::MetadataMap;
@@ -56,6 +62,8 @@ pub struct ServerConfig {
     /// Articles of one ScoreArticles stream being scored at once; further requests of the
     /// stream wait (flow control) rather than fill the queue.
     pub max_stream_inflight: usize,
+    /// How long a shutdown waits for the requests in flight before it cancels them.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +79,7 @@ impl Default for ServerConfig {
             compute_threads: 1,
             max_message_bytes: 16 << 20,
             max_stream_inflight: 64,
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -93,9 +102,14 @@ impl Core {
         Ok(Self { engine, queue, threads: Mutex::new(threads) })
     }
 
-    /// Stops the compute threads once the queue is drained.
-    fn stop(&self) {
-        self.queue.close();
+    /// Stops the compute threads once the queue is drained, or at once (answering what is left
+    /// UNAVAILABLE) with `cancel`.
+    fn stop(&self, cancel: bool) {
+        if cancel {
+            self.queue.cancel();
+        } else {
+            self.queue.close();
+        }
         for t in self.threads.lock().expect("threads lock").drain(..) {
             let _ = t.join();
         }
@@ -107,6 +121,8 @@ impl Core {
 pub struct StanceService {
     core: Arc<OnceLock<Core>>,
     config: Arc<ServerConfig>,
+    /// Turns true when shutdown begins: streams stop reading new items.
+    draining: watch::Receiver<bool>,
 }
 
 /// The service answers DEADLINE_EXCEEDED a little before the client's deadline (a twentieth of
@@ -186,6 +202,9 @@ impl StanceService {
                 |e| match e {
                     JobError::Expired => deadline_exceeded(),
                     JobError::Compute(m) => Status::internal(format!("model computation failed: {m}")),
+                    JobError::Cancelled => Status::unavailable(
+                        "the server shut down before this article was scored (its shutdown grace period ran out); send it again",
+                    ),
                 },
             )?;
             let engine = core.engine.clone();
@@ -248,20 +267,27 @@ impl pb::stance_server::Stance for StanceService {
         let inflight = self.config.max_stream_inflight.max(1);
         let (out, rx) = mpsc::channel::<Result<pb::ScoreArticlesResponse, Status>>(inflight);
         let svc = self.clone();
+        let mut draining = self.draining.clone();
         tokio::spawn(async move {
             let permits = Arc::new(Semaphore::new(inflight));
             let mut tasks = tokio::task::JoinSet::new();
+            // The seq of the last item read; reported when shutdown stops the reading.
+            let mut last_read: Option<u64> = None;
+            let mut drained = false;
             loop {
                 let permit = tokio::select! {
                     p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
                     _ = out.closed() => { tasks.abort_all(); return; }
+                    _ = draining.wait_for(|d| *d) => { drained = true; break; }
                 };
                 let msg = tokio::select! {
                     m = inbound.message() => m,
                     _ = out.closed() => { tasks.abort_all(); return; }
+                    _ = draining.wait_for(|d| *d) => { drained = true; break; }
                 };
                 match msg {
                     Ok(Some(req)) => {
+                        last_read = Some(req.seq);
                         let (svc, out) = (svc.clone(), out.clone());
                         tasks.spawn(async move {
                             let _permit = permit;
@@ -285,7 +311,18 @@ impl pb::stance_server::Stance for StanceService {
             }
             tokio::select! {
                 _ = async { while tasks.join_next().await.is_some() {} } => {}
-                _ = out.closed() => tasks.abort_all(),
+                _ = out.closed() => { tasks.abort_all(); return; }
+            }
+            if drained {
+                let read = match last_read {
+                    Some(seq) => format!("items after seq {seq} were not read"),
+                    None => "no item of this stream was read".into(),
+                };
+                let _ = out
+                    .send(Err(Status::unavailable(format!(
+                        "the server is shutting down: {read}; the items read were answered; send the rest again"
+                    ))))
+                    .await;
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -396,7 +433,8 @@ where
 
     let config = Arc::new(config);
     let core: Arc<OnceLock<Core>> = Arc::new(OnceLock::new());
-    let service = StanceService { core: core.clone(), config: config.clone() };
+    let (draining_tx, draining) = watch::channel(false);
+    let service = StanceService { core: core.clone(), config: config.clone(), draining: draining.clone() };
     let stance = pb::stance_server::StanceServer::new(service)
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
@@ -427,6 +465,17 @@ where
             _ = signal => {}
             Ok(e) = failed_rx => { let _ = load_error_tx.send(e); }
         }
+        reporter.set_service_status("", ServingStatus::NotServing).await;
+        reporter.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
+        let _ = draining_tx.send(true);
+    };
+    // Starts counting when shutdown begins; what is still running when it ends is cancelled.
+    let grace = {
+        let (mut draining, grace) = (draining.clone(), config.shutdown_grace);
+        async move {
+            let _ = draining.wait_for(|d| *d).await;
+            tokio::time::sleep(grace).await;
+        }
     };
 
     let incoming = TcpListenerStream::new(listener).map(|s| {
@@ -435,18 +484,26 @@ where
         }
         s
     });
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .layer(tonic::service::InterceptorLayer::new(stamp_arrival as fn(Request<()>) -> Result<Request<()>, Status>))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(stance)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
-        .context("serving")?;
+        .serve_with_incoming_shutdown(incoming, shutdown);
+    let cancelled = tokio::select! {
+        served = server => { served.context("serving")?; false }
+        _ = grace => {
+            tracing::warn!(
+                grace_s = config.shutdown_grace.as_secs_f32(),
+                "shutdown grace period over: cancelling the requests still running"
+            );
+            true
+        }
+    };
 
     if let Some(c) = core.get() {
-        c.stop();
+        c.stop(cancelled);
     }
     if let Ok(e) = load_error_rx.try_recv() {
         return Err(e.context("loading the model"));

@@ -21,6 +21,8 @@ pub enum JobError {
     Expired,
     /// The encoder failed.
     Compute(String),
+    /// The server's shutdown grace period ran out before the job was computed.
+    Cancelled,
 }
 
 /// One article's windows, waiting for the encoder.
@@ -59,6 +61,7 @@ pub enum PushError {
 struct Inner {
     jobs: VecDeque<Job>,
     closed: bool,
+    cancelled: bool,
 }
 
 /// A bounded FIFO of jobs, shared by async producers and blocking consumers.
@@ -71,7 +74,7 @@ pub struct Queue {
 impl Queue {
     pub fn new(capacity: usize) -> Self {
         Self {
-            inner: Mutex::new(Inner { jobs: VecDeque::new(), closed: false }),
+            inner: Mutex::new(Inner { jobs: VecDeque::new(), closed: false, cancelled: false }),
             ready: Condvar::new(),
             capacity: capacity.max(1),
         }
@@ -143,6 +146,26 @@ impl Queue {
         self.ready.notify_all();
     }
 
+    /// Refuses new jobs and answers every queued one [`JobError::Cancelled`] (the shutdown grace
+    /// period ran out); compute threads give up on their current job between pieces.
+    pub fn cancel(&self) {
+        let jobs = {
+            let mut inner = self.inner.lock().expect("queue lock");
+            inner.closed = true;
+            inner.cancelled = true;
+            super::metrics::queue_depth(0);
+            std::mem::take(&mut inner.jobs)
+        };
+        self.ready.notify_all();
+        for job in jobs {
+            let _ = job.reply.send(Err(JobError::Cancelled));
+        }
+    }
+
+    pub fn cancelled(&self) -> bool {
+        self.inner.lock().expect("queue lock").cancelled
+    }
+
     pub fn depth(&self) -> usize {
         self.inner.lock().expect("queue lock").jobs.len()
     }
@@ -173,6 +196,24 @@ mod tests {
         assert!(q.pop().is_none());
         let (d, _rd) = job();
         assert_eq!(q.push(d).unwrap_err().0, PushError::Closed);
+    }
+
+    #[test]
+    fn cancel_answers_the_queued_jobs_and_refuses_new_ones() {
+        let q = Queue::new(4);
+        let (a, mut ra) = job();
+        let (b, mut rb) = job();
+        assert!(q.push(a).is_ok());
+        assert!(q.push(b).is_ok());
+        assert!(!q.cancelled());
+        q.cancel();
+        assert!(q.cancelled());
+        assert_eq!(q.depth(), 0);
+        assert_eq!(ra.try_recv().unwrap().unwrap_err(), JobError::Cancelled);
+        assert_eq!(rb.try_recv().unwrap().unwrap_err(), JobError::Cancelled);
+        assert!(q.pop().is_none());
+        let (c, _rc) = job();
+        assert_eq!(q.push(c).unwrap_err().0, PushError::Closed);
     }
 
     #[test]
