@@ -96,6 +96,10 @@ pub async fn health(addr: &str, timeout: Duration) -> Result<ServingStatus> {
 pub struct Remote {
     client: StanceClient<Channel>,
     servers: usize,
+    /// The largest request any of the servers accepts (their `--max-message-bytes`, from
+    /// GetModelInfo), capped by ours: a larger article is refused here, as its own error,
+    /// instead of breaking the stream it would travel on.
+    max_request_bytes: usize,
 }
 
 impl Remote {
@@ -106,11 +110,21 @@ impl Remote {
             bail!("no server address given");
         }
         let mut endpoints = Vec::new();
+        let mut max_request_bytes = max_message_bytes;
         for addr in addrs {
             let ep = endpoint(addr, Duration::from_secs(10))?;
             let channel =
                 ep.connect().await.with_context(|| format!("cannot connect to the stance server at {addr}"))?;
             wait_serving(addr, channel.clone(), Duration::from_secs(120)).await?;
+            let info = StanceClient::new(channel.clone())
+                .get_model_info(pb::GetModelInfoRequest {})
+                .await
+                .map_err(|s| anyhow::anyhow!("{addr}: GetModelInfo failed: {}", s.message()))?;
+            if let Some(limit) = info.get_ref().limits.as_ref().map(|l| l.max_message_bytes as usize) {
+                if limit > 0 {
+                    max_request_bytes = max_request_bytes.min(limit);
+                }
+            }
             endpoints.push((ep, channel));
         }
         let channel = if endpoints.len() == 1 {
@@ -121,7 +135,7 @@ impl Remote {
         let client = StanceClient::new(channel)
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);
-        Ok(Self { client, servers: addrs.len() })
+        Ok(Self { client, servers: addrs.len(), max_request_bytes })
     }
 
     pub fn client(&self) -> StanceClient<Channel> {
@@ -186,10 +200,24 @@ impl Remote {
         {
             let (senders, pending, permits, fail_tx, dead) =
                 (senders.clone(), pending.clone(), permits.clone(), fail_tx.clone(), dead.clone());
+            let max_request_bytes = self.max_request_bytes;
             tokio::spawn(async move {
                 for (i, (seq, article)) in items.into_iter().enumerate() {
                     permits.acquire().await.expect("never closed").forget();
                     let id = article.id.clone();
+                    let req = pb::ScoreArticleRequest { article: Some(article.clone().into()), seq };
+                    let size = prost::Message::encoded_len(&req);
+                    if size > max_request_bytes {
+                        let failure = Failure {
+                            code: Code::ResourceExhausted,
+                            message: format!(
+                                "the article is {size} bytes as a request, more than the server accepts ({max_request_bytes} bytes, its --max-message-bytes); split it or raise the limit"
+                            ),
+                            transport: false,
+                        };
+                        let _ = fail_tx.send((seq, id, failure));
+                        continue;
+                    }
                     let n = senders.len();
                     let Some(k) = (0..n).map(|j| (i + j) % n).find(|&k| !dead[k].load(Ordering::Relaxed)) else {
                         let failure = Failure {
@@ -200,8 +228,7 @@ impl Remote {
                         let _ = fail_tx.send((seq, id, failure));
                         continue;
                     };
-                    pending.lock().expect("pending lock").insert(seq, (k, article.clone()));
-                    let req = pb::ScoreArticleRequest { article: Some(article.into()), seq };
+                    pending.lock().expect("pending lock").insert(seq, (k, article));
                     if senders[k].send(req).await.is_err()
                         && pending.lock().expect("pending lock").remove(&seq).is_some()
                     {

@@ -212,6 +212,40 @@ async fn remote_mode_matches_in_process() {
     }
 }
 
+/// A record larger than the server's message limit becomes its own error record, and its
+/// stream neighbours are scored (it used to break the stream they travelled on, every run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_record_over_the_message_limit_is_an_error_record() {
+    let server = Server::start(&["--max-message-bytes", "65536"]);
+    server.ready().await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let mut recs = records();
+    recs.insert(3, json!({"id": "big", "text": "Russia said so. ".repeat(6_000)}).to_string());
+    std::fs::write(&input, recs.join("\n") + "\n").unwrap();
+    let out = dir.path().join("out.jsonl");
+    let args = [
+        input.to_str().unwrap().to_string(),
+        "-o".into(),
+        out.to_str().unwrap().into(),
+        "--remote".into(),
+        server.addr.clone(),
+    ];
+    let job = move || run(&argv(&args), true);
+    let o = tokio::task::spawn_blocking(job.clone()).await.unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let got = lines(&out);
+    assert_eq!(got.len(), 7, "{}", stderr(&o));
+    let big: Vec<&Value> = got.iter().filter(|v| v["id"] == "big").collect();
+    let e = big[0]["error"].as_str().unwrap_or_else(|| panic!("{:?}", big[0]));
+    assert!(e.contains("more than the server accepts (65536 bytes"), "{e}");
+    assert!(got.iter().filter(|v| v["id"] != "big").all(|v| v["sentences"].is_array()));
+    // A rerun finds everything done.
+    let o = tokio::task::spawn_blocking(job).await.unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(lines(&out).len(), 7);
+}
+
 /// Five real articles, each cut to its first ~300 bytes (at a char boundary, to keep 1,000
 /// records quick on two cores), repeated to 1,000 records; the job is killed with SIGKILL once
 /// some lines are written, then rerun: exactly 1,000 lines, each id once.

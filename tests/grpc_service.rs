@@ -400,3 +400,66 @@ async fn the_grace_period_cancels_what_is_still_running_and_the_server_exits() {
     let err = call.await.unwrap().expect_err("the request past the grace period is not scored");
     assert!(matches!(err.code(), Code::Unavailable | Code::Unknown | Code::Cancelled), "{err:?}");
 }
+
+/// `Article` with `text` as raw bytes (the same wire format as `string`), so a test can send
+/// what no well-behaved client can: text that is not UTF-8.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawArticle {
+    #[prost(string, tag = "1")]
+    id: String,
+    #[prost(bytes = "vec", tag = "2")]
+    text: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawRequest {
+    #[prost(message, optional, tag = "1")]
+    article: Option<RawArticle>,
+    #[prost(uint64, tag = "2")]
+    seq: u64,
+}
+
+/// Sends `items` on one ScoreArticles stream; returns the answered seqs and the final status.
+async fn raw_stream(server: &Server, items: Vec<RawRequest>) -> (Vec<u64>, Option<tonic::Status>) {
+    let mut grpc = tonic::client::Grpc::new(server.channel().await.unwrap());
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/stance.v1.Stance/ScoreArticles");
+    let codec = tonic_prost::ProstCodec::<RawRequest, pb::ScoreArticlesResponse>::default();
+    let mut answers = grpc.streaming(Request::new(tokio_stream::iter(items)), path, codec).await.unwrap().into_inner();
+    let mut seqs = Vec::new();
+    loop {
+        match answers.message().await {
+            Ok(Some(a)) => {
+                assert!(matches!(a.result, Some(pb::score_articles_response::Result::Score(_))), "{a:?}");
+                seqs.push(a.seq);
+            }
+            Ok(None) => return (seqs, None),
+            Err(s) => return (seqs, Some(s)),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_stream_item_ends_the_stream_after_the_items_before_it_are_answered() {
+    let server = Server::start(&["--max-message-bytes", "65536"]);
+    server.ready().await;
+    let raw = |seq: u64, text: Vec<u8>| RawRequest { article: Some(RawArticle { id: format!("r{seq}"), text }), seq };
+    let good = |seq: u64| raw(seq, fixture_text().into_bytes());
+
+    let (seqs, end) =
+        raw_stream(&server, vec![good(0), good(1), good(2), raw(3, b"Russia \xff said.".to_vec()), good(4)]).await;
+    let mut sorted = seqs.clone();
+    sorted.sort();
+    assert_eq!(sorted, [0, 1, 2], "the items before the bad one are answered: {seqs:?}");
+    let end = end.expect("an error status");
+    assert_eq!(end.code(), Code::InvalidArgument, "{end:?}");
+    assert!(end.message().starts_with("the item after seq 2 is not a valid request"), "{}", end.message());
+
+    let (seqs, end) = raw_stream(&server, vec![good(0), good(1), raw(2, vec![b'a'; 100_000]), good(3)]).await;
+    let mut sorted = seqs.clone();
+    sorted.sort();
+    assert_eq!(sorted, [0, 1], "{seqs:?}");
+    let end = end.expect("an error status");
+    assert_eq!(end.code(), Code::ResourceExhausted, "{end:?}");
+    assert!(end.message().contains("larger than the server's message limit"), "{}", end.message());
+}

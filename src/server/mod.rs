@@ -235,6 +235,28 @@ fn item(id: String, seq: u64, result: Result<ArticleScore, Status>) -> pb::Score
     pb::ScoreArticlesResponse { id, seq, result: Some(result) }
 }
 
+/// The stream's final status when an item could not be read. tonic's decoder stops at the
+/// first message it cannot decode (text that is not UTF-8, a message over the size limit), so
+/// nothing after it can be read; the items before it are still answered. Any other error means
+/// the client's side broke (a reset), and is passed on as it is.
+fn unreadable_item(status: Status, last_read: Option<u64>) -> Status {
+    let which = match last_read {
+        Some(seq) => format!("the item after seq {seq}"),
+        None => "the stream's first item".into(),
+    };
+    let rest = "the items before it were answered, none after it was read; fix it and send it and the rest again";
+    match status.code() {
+        Code::Internal if status.message().contains("decode") => {
+            Status::invalid_argument(format!("{which} is not a valid request ({}); {rest}", status.message()))
+        }
+        Code::OutOfRange => Status::resource_exhausted(format!(
+            "{which} is larger than the server's message limit, --max-message-bytes ({}); {rest}",
+            status.message()
+        )),
+        _ => status,
+    }
+}
+
 fn code_of<T>(r: &Result<T, Status>) -> Code {
     r.as_ref().err().map_or(Code::Ok, |s| s.code())
 }
@@ -274,6 +296,8 @@ impl pb::stance_server::Stance for StanceService {
             // The seq of the last item read; reported when shutdown stops the reading.
             let mut last_read: Option<u64> = None;
             let mut drained = false;
+            // Why reading stopped early, sent once the items read are answered.
+            let mut broken: Option<Status> = None;
             loop {
                 let permit = tokio::select! {
                     p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
@@ -300,11 +324,9 @@ impl pb::stance_server::Stance for StanceService {
                     }
                     Ok(None) => break,
                     Err(status) => {
-                        // The client's side of the stream broke: nobody will read the answers.
                         tracing::debug!(%status, "ScoreArticles: inbound stream failed");
-                        tasks.abort_all();
-                        let _ = out.send(Err(status)).await;
-                        return;
+                        broken = Some(unreadable_item(status, last_read));
+                        break;
                     }
                 }
                 while tasks.try_join_next().is_some() {}
@@ -313,7 +335,9 @@ impl pb::stance_server::Stance for StanceService {
                 _ = async { while tasks.join_next().await.is_some() {} } => {}
                 _ = out.closed() => { tasks.abort_all(); return; }
             }
-            if drained {
+            if let Some(status) = broken {
+                let _ = out.send(Err(status)).await;
+            } else if drained {
                 let read = match last_read {
                     Some(seq) => format!("items after seq {seq} were not read"),
                     None => "no item of this stream was read".into(),
