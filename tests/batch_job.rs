@@ -212,6 +212,58 @@ async fn remote_mode_matches_in_process() {
     }
 }
 
+/// Three shards of one input cover every record once; `--merge` joins them and refuses a
+/// missing or repeated shard; `--shard N` takes K from JOB_COMPLETION_INDEX.
+#[test]
+fn shards_cover_the_input_once_and_merge_checks_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let mut recs = records();
+    recs.push(json!({"id": "r1", "text": "A repeated id."}).to_string());
+    std::fs::write(&input, recs.join("\n") + "\n").unwrap();
+    let input = input.to_str().unwrap().to_string();
+    let shard_out = |k: usize| dir.path().join(format!("shard-{k}.jsonl")).to_str().unwrap().to_string();
+    let mut union: Vec<String> = Vec::new();
+    let mut used = 0;
+    for k in 0..3 {
+        let o = run(&[&input, "-o", &shard_out(k), "--shard", &format!("{k}/3")], false);
+        let got = lines(Path::new(&shard_out(k)));
+        // Exit 1 only for the shard holding the repeated id's error record.
+        let errors = got.iter().any(|v| v["error"].is_string());
+        assert_eq!(o.status.code(), Some(i32::from(errors)), "{}", stderr(&o));
+        union.extend(got.iter().map(|v| v["id"].as_str().unwrap().to_string()));
+        used += usize::from(!got.is_empty());
+    }
+    union.sort();
+    assert_eq!(union, ["r0", "r1", "r1", "r2", "r3", "r4", "r5"]);
+    assert!(used >= 2, "the records should spread over the shards");
+    // K from the environment, as in a Kubernetes Indexed Job.
+    let env_out = dir.path().join("env.jsonl");
+    let o = batch(&[&input, "-o", env_out.to_str().unwrap(), "--shard", "3"], false)
+        .env("JOB_COMPLETION_INDEX", "2")
+        .output()
+        .unwrap();
+    assert!(o.status.code().is_some(), "{}", stderr(&o));
+    assert_eq!(id_counts(&lines(&env_out)), id_counts(&lines(Path::new(&shard_out(2)))));
+
+    let merged = dir.path().join("merged.jsonl");
+    let m = merged.to_str().unwrap();
+    let o = run(&[&input, "-o", m, "--merge", &shard_out(0), &shard_out(1), &shard_out(2)], false);
+    assert_eq!(o.status.code(), Some(1), "the repeated id's error record is in the output: {}", stderr(&o));
+    let counts = id_counts(&lines(&merged));
+    assert_eq!(counts.len(), 6);
+    assert_eq!(counts["r1"], 2);
+    // A shard left out, or given twice: the merge fails and writes nothing.
+    std::fs::remove_file(&merged).unwrap();
+    let o = run(&[&input, "-o", m, "--merge", &shard_out(0), &shard_out(1)], false);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("input records are in no shard output"), "{}", stderr(&o));
+    let o = run(&[&input, "-o", m, "--merge", &shard_out(0), &shard_out(1), &shard_out(2), &shard_out(2)], false);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("more than once"), "{}", stderr(&o));
+    assert!(!merged.exists());
+}
+
 /// A record larger than the server's message limit becomes its own error record, and its
 /// stream neighbours are scored (it used to break the stream they travelled on, every run).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

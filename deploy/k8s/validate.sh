@@ -46,6 +46,23 @@ if [ "$rc" -ne 0 ] || [ -n "$report" ]; then
   exit 1
 fi
 
+# What the schemas cannot see: each batch Job runs as many pods as it has shards.
+"$venv/bin/python" - "$out"/*.yaml <<'PY'
+import sys, yaml
+bad = []
+for path in sys.argv[1:]:
+    for doc in yaml.safe_load_all(open(path)):
+        if not doc or doc.get("kind") != "Job":
+            continue
+        spec = doc["spec"]
+        env = {e["name"]: e.get("value") for c in spec["template"]["spec"]["containers"] for e in c.get("env", [])}
+        if str(spec.get("completions")) != env.get("STANCE_SHARD"):
+            bad.append(f"{path}: Job {doc['metadata']['name']}: completions {spec.get('completions')} but STANCE_SHARD {env.get('STANCE_SHARD')}")
+for b in bad:
+    print(b, file=sys.stderr)
+sys.exit(1 if bad else 0)
+PY
+
 # The lexicon is TOML the schemas cannot check: have the binary load it, where one is built.
 bin=${STANCE_BIN:-target/release/stance}
 if [ -x "$bin" ]; then

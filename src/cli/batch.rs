@@ -5,6 +5,8 @@
 //! job killed mid-write, is cut off), skips every id already there and appends the rest. Each
 //! line is written whole and flushed, so a killed job loses nothing it reported. A record that
 //! fails is written as `{"id": ..., "error": ...}`; the job goes on and exits with 1.
+//!
+//! `--shard K/N` scores one shard of the records, `--merge` joins shard outputs (`shard.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
@@ -24,6 +26,7 @@ use stance::pipeline::Engine;
 use stance::scores::ArticleScore;
 
 use super::input::{parse_jsonl, read_text, source_name, text_article, Record};
+use super::shard::{self, ShardSpec};
 
 #[derive(Args, Debug, Clone)]
 pub struct BatchOpts {
@@ -43,13 +46,36 @@ pub struct BatchOpts {
     /// Articles scored together (in-process mode).
     #[arg(long, default_value_t = super::score::CHUNK)]
     pub chunk: usize,
+    /// Score only shard K of N: the records whose id hashes (SHA-256) to K. `N` alone takes K
+    /// from JOB_COMPLETION_INDEX (a Kubernetes Indexed Job's pod index). Each shard writes its
+    /// own OUT, resumable as usual.
+    #[arg(long, env = "STANCE_SHARD", value_name = "K/N")]
+    pub shard: Option<ShardSpec>,
+    /// Score nothing: join these shard outputs into OUT, checking them against INPUT (every id
+    /// once; a missing or repeated id fails the merge and writes nothing).
+    #[arg(long, value_name = "SHARD_OUT", num_args = 1.., conflicts_with_all = ["shard", "remote"])]
+    pub merge: Vec<PathBuf>,
 }
 
 /// One input record, and whether an earlier record has the same key (then only the first is
 /// scored; this one becomes an error record marked `"duplicate": true`).
-struct Item {
-    record: Record,
+pub(super) struct Item {
+    pub(super) record: Record,
     duplicate: bool,
+}
+
+/// An output line's id, whether it is the error record of a repeated id, and whether it is an
+/// error record; `None` for a line that is not a JSON object with an id.
+pub(super) fn line_id(line: &[u8]) -> Option<(String, bool, bool)> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    let Ok(v) = serde_json::from_slice::<Value>(line) else {
+        tracing::warn!("ignoring an output line that is not JSON");
+        return None;
+    };
+    let id = v.get("id").and_then(Value::as_str)?.to_string();
+    Some((id, v.get("duplicate").and_then(Value::as_bool) == Some(true), v.get("error").is_some()))
 }
 
 /// A directory of `.txt` files (the file name is the id), or JSONL from a file or stdin.
@@ -130,22 +156,13 @@ fn open_output(path: &Path) -> Result<(File, Previous)> {
         file.set_len(whole as u64)?;
     }
     for line in bytes[..whole].split(|&b| b == b'\n') {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let Ok(v) = serde_json::from_slice::<Value>(line) else {
-            tracing::warn!("{}: ignoring a line that is not JSON", path.display());
-            continue;
-        };
-        let Some(id) = v.get("id").and_then(Value::as_str) else { continue };
+        let Some((id, duplicate, error)) = line_id(line) else { continue };
         prev.lines += 1;
-        if v.get("error").is_some() {
-            prev.errors += 1;
-        }
-        if v.get("duplicate").and_then(Value::as_bool) == Some(true) {
-            *prev.duplicates.entry(id.to_string()).or_default() += 1;
+        prev.errors += usize::from(error);
+        if duplicate {
+            *prev.duplicates.entry(id).or_default() += 1;
         } else {
-            prev.done.insert(id.to_string());
+            prev.done.insert(id);
         }
     }
     file.seek(SeekFrom::End(0))?;
@@ -192,7 +209,15 @@ where
     F: FnOnce() -> Result<Engine>,
 {
     let started = Instant::now();
-    let items = read_input(&o.input)?;
+    let mut items = read_input(&o.input)?;
+    if !o.merge.is_empty() {
+        return shard::merge(&items, &o.merge, &o.output);
+    }
+    if let Some(spec) = o.shard {
+        let all = items.len();
+        items.retain(|it| spec.holds(&it.record.key));
+        eprintln!("batch: shard {spec}: {} of {all} records", items.len());
+    }
     let total = items.len();
     let (file, prev) = open_output(&o.output)?;
 

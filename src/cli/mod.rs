@@ -7,4 +7,5 @@ pub mod input;
 pub mod remote;
 pub mod score;
 pub mod serve;
+pub mod shard;
 pub mod table;
