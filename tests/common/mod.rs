@@ -25,20 +25,18 @@ pub fn model_args() -> Vec<String> {
 }
 
 /// A `stance` command with the test environment: run from the repository root, no stray
-/// configuration from the caller's environment.
+/// configuration from the caller's environment (the forced CPU paths, STANCE_KERNEL and
+/// STANCE_GEMM, pass through).
 pub fn stance() -> Command {
     let mut cmd = Command::new(bin());
     cmd.current_dir(root());
-    for v in [
-        "STANCE_MODEL",
-        "STANCE_ACTORS",
-        "STANCE_ADDR",
-        "STANCE_MAX_QUEUE",
-        "STANCE_MAX_ARTICLE_BYTES",
-        "STANCE_MAX_WINDOWS",
-        "STANCE_METRICS_ADDR",
-    ] {
-        cmd.env_remove(v);
+    let stray = |v: &str| {
+        (v.starts_with("STANCE_") && !matches!(v, "STANCE_KERNEL" | "STANCE_GEMM")) || v == "JOB_COMPLETION_INDEX"
+    };
+    for (v, _) in std::env::vars_os() {
+        if v.to_str().is_some_and(stray) {
+            cmd.env_remove(v);
+        }
     }
     cmd
 }
