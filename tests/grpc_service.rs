@@ -291,7 +291,7 @@ async fn limits_give_invalid_argument() {
     assert!(err.message().contains("5 sentences, above the limit of 3"), "{}", err.message());
     // Above the message size limit: refused by the transport before any work.
     let err = score(&mut c, article("huge", &"word ".repeat(40_000))).await.unwrap_err();
-    assert!(matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted), "{err:?}");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(score(&mut c, article("ok", cut(&text, 100))).await.is_ok());
 }
 
@@ -462,4 +462,118 @@ async fn an_unreadable_stream_item_ends_the_stream_after_the_items_before_it_are
     let end = end.expect("an error status");
     assert_eq!(end.code(), Code::ResourceExhausted, "{end:?}");
     assert!(end.message().contains("larger than the server's message limit"), "{}", end.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_and_oversized_unary_requests_get_invalid_argument_and_resource_exhausted() {
+    let server = Server::start(&["--max-message-bytes", "65536"]);
+    server.ready().await;
+    let mut grpc = tonic::client::Grpc::new(server.channel().await.unwrap());
+    let path = || tonic::codegen::http::uri::PathAndQuery::from_static("/stance.v1.Stance/ScoreArticle");
+    let call = |text: Vec<u8>| RawRequest { article: Some(RawArticle { id: "raw".into(), text }), seq: 0 };
+    let codec = || tonic_prost::ProstCodec::<RawRequest, pb::ScoreArticleResponse>::default();
+    grpc.ready().await.unwrap();
+    let err = grpc.unary(Request::new(call(b"Russia \xff said.".to_vec())), path(), codec()).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().starts_with("not a valid stance.v1 message: "), "{}", err.message());
+    grpc.ready().await.unwrap();
+    let err = grpc.unary(Request::new(call(vec![b'a'; 100_000])), path(), codec()).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().starts_with("the request is larger than the server accepts, --max-message-bytes"),
+        "{}",
+        err.message()
+    );
+    // The connection and the server are fine afterwards.
+    grpc.ready().await.unwrap();
+    let ok = grpc.unary(Request::new(call(fixture_text().into_bytes())), path(), codec()).await.unwrap();
+    assert!(ok.into_inner().score.is_some());
+}
+
+/// Occupies the only compute thread with a long article; returns its task.
+async fn occupy(server: &Server) -> tokio::task::JoinHandle<Result<ArticleScore, tonic::Status>> {
+    let mut c = client(server).await;
+    let long = fixture_text().repeat(60);
+    let busy = tokio::spawn(async move { score(&mut c, article("busy", &long)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!busy.is_finished(), "the long article should still be running");
+    busy
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_before_preparing() {
+    let server = Server::start(&["--max-queue", "1", "--max-windows", "100000"]);
+    server.ready().await;
+    let _busy = occupy(&server).await;
+    let mut c = client(&server).await;
+    let text = fixture_text();
+    let waiting = tokio::spawn({
+        let mut c = c.clone();
+        let text = text.clone();
+        async move { score(&mut c, article("waiting", &text)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished());
+    // Preparing this one would find its mention out of range; the full queue answers first.
+    let bad = ExplicitMention { start: 0, end: text.len() + 5, actor: "Russia".into() };
+    let err = score(&mut c, ArticleInput { mentions: Some(vec![bad]), ..article("late", &text) }).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `GET /metrics`, as Prometheus would.
+async fn scrape(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("metrics listener");
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: stance\r\n\r\n").await.unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    body
+}
+
+fn sample(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_and_cancelled_requests_are_counted() {
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let server = Server::start(&["--metrics-addr", &metrics_addr, "--max-windows", "100000"]);
+    server.ready().await;
+    let busy = occupy(&server).await;
+    let text = fixture_text();
+    // Queued behind the long article: one with a deadline it cannot meet, one its client drops.
+    let mut c = client(&server).await;
+    let mut expiring = Request::new(request(article("expiring", &text)));
+    expiring.set_timeout(Duration::from_millis(400));
+    let expired = tokio::spawn(async move { c.score_article(expiring).await.map(|_| ()) });
+    let mut c = client(&server).await;
+    let dropped = tokio::spawn(async move { score(&mut c, article("dropped", &text)).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    dropped.abort();
+    let err = expired.await.unwrap().unwrap_err();
+    assert!(matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled), "{err:?}");
+    busy.await.unwrap().expect("the long article is scored");
+    // The compute thread then meets both queued jobs and skips them.
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    let m = loop {
+        let m = scrape(&metrics_addr).await;
+        if sample(&m, "stance_jobs_skipped_total", &[]) >= 2.0 || std::time::Instant::now() > until {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let rpc = "rpc=\"ScoreArticle\"";
+    assert_eq!(sample(&m, "stance_requests_total", &[rpc, "code=\"Ok\""]), 1.0, "{m}");
+    assert_eq!(sample(&m, "stance_requests_total", &[rpc, "code=\"DeadlineExceeded\""]), 1.0, "{m}");
+    assert_eq!(sample(&m, "stance_requests_total", &[rpc, "code=\"Cancelled\""]), 1.0, "{m}");
+    assert_eq!(sample(&m, "stance_jobs_skipped_total", &["reason=\"deadline\""]), 1.0, "{m}");
+    assert_eq!(sample(&m, "stance_jobs_skipped_total", &["reason=\"cancelled\""]), 1.0, "{m}");
 }

@@ -42,13 +42,14 @@ fn live(job: Job, queue: &Queue) -> Option<Job> {
         let _ = job.reply.send(Err(JobError::Cancelled));
         return None;
     }
-    if job.abandoned() {
-        metrics::skipped("cancelled");
-        return None;
-    }
+    // Expiry first: the handler also lets go of a job whose deadline passed.
     if job.expired(Instant::now()) {
         metrics::skipped("deadline");
         let _ = job.reply.send(Err(JobError::Expired));
+        return None;
+    }
+    if job.abandoned() {
+        metrics::skipped("cancelled");
         return None;
     }
     Some(job)
@@ -88,13 +89,13 @@ fn compute_large(engine: &Engine, queue: &Queue, job: Job, max_tokens: usize) {
                 let _ = job.reply.send(Err(JobError::Cancelled));
                 return;
             }
-            if job.abandoned() {
-                metrics::skipped("cancelled");
-                return;
-            }
             if job.expired(Instant::now()) {
                 metrics::skipped("deadline");
                 let _ = job.reply.send(Err(JobError::Expired));
+                return;
+            }
+            if job.abandoned() {
+                metrics::skipped("cancelled");
                 return;
             }
         }

@@ -168,6 +168,37 @@ fn arrival<T>(req: &Request<T>) -> Instant {
     req.extensions().get::<Arrival>().map_or_else(Instant::now, |a| a.0)
 }
 
+fn queue_full(capacity: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "the scoring queue is full ({capacity} articles waiting); retry later, send fewer at once or raise --max-queue"
+    ))
+}
+
+/// Counts one request in `stance_requests_total` when it ends, however it ends: a handler
+/// dropped before answering (the client cancelled, or tonic's own deadline fired) counts as
+/// CANCELLED.
+struct RequestMetric {
+    rpc: &'static str,
+    started: Instant,
+    code: Option<Code>,
+}
+
+impl RequestMetric {
+    fn start(rpc: &'static str, started: Instant) -> Self {
+        Self { rpc, started, code: None }
+    }
+
+    fn done<T>(mut self, result: &Result<T, Status>) {
+        self.code = Some(code_of(result));
+    }
+}
+
+impl Drop for RequestMetric {
+    fn drop(&mut self) {
+        metrics::request(self.rpc, self.code.unwrap_or(Code::Cancelled), self.started.elapsed());
+    }
+}
+
 fn deadline_exceeded() -> Status {
     Status::deadline_exceeded("the request's deadline passed before it was scored")
 }
@@ -184,6 +215,11 @@ impl StanceService {
         let core = self.core()?;
         let article = article.ok_or_else(|| Status::invalid_argument("the request has no article"))?;
         let input = ArticleInput::try_from(article).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // A full queue refuses before preparing, so that a refusal costs next to nothing (the
+        // push below checks again: others may fill it meanwhile).
+        if core.queue.depth() >= core.queue.capacity() {
+            return Err(queue_full(core.queue.capacity()));
+        }
         let work = async {
             let engine = core.engine.clone();
             let mut prepared = tokio::task::spawn_blocking(move || engine.prepare(input))
@@ -193,9 +229,7 @@ impl StanceService {
             let (reply, rx) = oneshot::channel();
             let job = Job { windows: std::mem::take(&mut prepared.windows), reply, deadline, enqueued: Instant::now() };
             core.queue.push(job).map_err(|(e, _)| match e {
-                PushError::Full { capacity } => Status::resource_exhausted(format!(
-                    "the scoring queue is full ({capacity} articles waiting); retry later, send fewer at once or raise --max-queue"
-                )),
+                PushError::Full { capacity } => queue_full(capacity),
                 PushError::Closed => Status::unavailable("the server is shutting down"),
             })?;
             let scores = rx.await.map_err(|_| Status::internal("the compute thread dropped the request"))?.map_err(
@@ -235,6 +269,24 @@ fn item(id: String, seq: u64, result: Result<ArticleScore, Status>) -> pb::Score
     pb::ScoreArticlesResponse { id, seq, result: Some(result) }
 }
 
+/// gRPC's code for a message over the size limit is RESOURCE_EXHAUSTED; tonic answers an
+/// oversized unary request OUT_OF_RANGE in the response headers. This rewrites that one case
+/// (streams map it themselves: [`unreadable_item`]).
+fn oversized_is_resource_exhausted<B>(mut res: tonic::codegen::http::Response<B>) -> tonic::codegen::http::Response<B> {
+    if res.headers().get("grpc-status").is_none_or(|c| c != "11") {
+        return res;
+    }
+    let Some(status) = Status::from_header_map(res.headers()) else { return res };
+    if status.code() == Code::OutOfRange && status.message().contains("message length too large") {
+        let exhausted = Status::resource_exhausted(format!(
+            "the request is larger than the server accepts, --max-message-bytes ({})",
+            status.message()
+        ));
+        let _ = exhausted.add_header(res.headers_mut());
+    }
+    res
+}
+
 /// The stream's final status when an item could not be read. tonic's decoder stops at the
 /// first message it cannot decode (text that is not UTF-8, a message over the size limit), so
 /// nothing after it can be read; the items before it are still answered. Any other error means
@@ -246,7 +298,8 @@ fn unreadable_item(status: Status, last_read: Option<u64>) -> Status {
     };
     let rest = "the items before it were answered, none after it was read; fix it and send it and the rest again";
     match status.code() {
-        Code::Internal if status.message().contains("decode") => {
+        // From the codec (src/wire/codec.rs).
+        Code::InvalidArgument => {
             Status::invalid_argument(format!("{which} is not a valid request ({}); {rest}", status.message()))
         }
         Code::OutOfRange => Status::resource_exhausted(format!(
@@ -268,9 +321,10 @@ impl pb::stance_server::Stance for StanceService {
         request: Request<pb::ScoreArticleRequest>,
     ) -> Result<Response<pb::ScoreArticleResponse>, Status> {
         let started = arrival(&request);
+        let metric = RequestMetric::start("ScoreArticle", started);
         let deadline = deadline_of(request.metadata(), started);
         let result = self.score(request.into_inner().article, deadline).await;
-        metrics::request("ScoreArticle", code_of(&result), started.elapsed());
+        metric.done(&result);
         if let Err(s) = &result {
             tracing::debug!(code = ?s.code(), message = s.message(), "ScoreArticle failed");
         }
@@ -315,10 +369,10 @@ impl pb::stance_server::Stance for StanceService {
                         let (svc, out) = (svc.clone(), out.clone());
                         tasks.spawn(async move {
                             let _permit = permit;
-                            let started = Instant::now();
+                            let metric = RequestMetric::start("ScoreArticles", Instant::now());
                             let id = req.article.as_ref().map(|a| a.id.clone()).unwrap_or_default();
                             let result = svc.score(req.article, deadline).await;
-                            metrics::request("ScoreArticles", code_of(&result), started.elapsed());
+                            metric.done(&result);
                             let _ = out.send(Ok(item(id, req.seq, result))).await;
                         });
                     }
@@ -510,6 +564,7 @@ where
     });
     let server = tonic::transport::Server::builder()
         .layer(tonic::service::InterceptorLayer::new(stamp_arrival as fn(Request<()>) -> Result<Request<()>, Status>))
+        .layer(tower::util::MapResponseLayer::new(oversized_is_resource_exhausted::<tonic::body::Body> as fn(_) -> _))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

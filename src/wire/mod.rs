@@ -1,6 +1,7 @@
 //! The gRPC wire format: the generated `stance.v1` messages and service stubs, the file
 //! descriptor set for server reflection, and conversions to and from the library's types.
 
+pub mod codec;
 pub mod convert;
 
 /// Generated from `proto/stance/v1/stance.proto`.
