@@ -4,8 +4,7 @@
 //! `ScoreArticles` streams with a bounded number in flight.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -103,30 +102,36 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// Connects to every address (failing with a clear message when one cannot be reached) and
-    /// waits for each to be SERVING; with several addresses requests are spread across them.
+    /// Connects to every address and waits for each to be SERVING; with several addresses
+    /// requests are spread across them. A server that cannot be reached is left out with a
+    /// warning when another one can (a job goes on with the servers that are up); none
+    /// reachable is an error naming each.
     pub async fn connect(addrs: &[String], max_message_bytes: usize) -> Result<Self> {
         if addrs.is_empty() {
             bail!("no server address given");
         }
         let mut endpoints = Vec::new();
         let mut max_request_bytes = max_message_bytes;
+        let mut unreachable = Vec::new();
         for addr in addrs {
-            let ep = endpoint(addr, Duration::from_secs(10))?;
-            let channel =
-                ep.connect().await.with_context(|| format!("cannot connect to the stance server at {addr}"))?;
-            wait_serving(addr, channel.clone(), Duration::from_secs(120)).await?;
-            let info = StanceClient::new(channel.clone())
-                .get_model_info(pb::GetModelInfoRequest {})
-                .await
-                .map_err(|s| anyhow::anyhow!("{addr}: GetModelInfo failed: {}", s.message()))?;
-            if let Some(limit) = info.get_ref().limits.as_ref().map(|l| l.max_message_bytes as usize) {
-                if limit > 0 {
-                    max_request_bytes = max_request_bytes.min(limit);
+            match connect_one(addr).await {
+                Ok((ep, channel, limit)) => {
+                    if let Some(limit) = limit {
+                        max_request_bytes = max_request_bytes.min(limit);
+                    }
+                    endpoints.push((ep, channel));
                 }
+                Err(e) if addrs.len() > 1 => {
+                    tracing::warn!("{e:#}; going on without it");
+                    unreachable.push(format!("{e:#}"));
+                }
+                Err(e) => return Err(e),
             }
-            endpoints.push((ep, channel));
         }
+        if endpoints.is_empty() {
+            bail!("no server could be reached: {}", unreachable.join("; "));
+        }
+        let servers = endpoints.len();
         let channel = if endpoints.len() == 1 {
             endpoints.pop().expect("one").1
         } else {
@@ -135,7 +140,7 @@ impl Remote {
         let client = StanceClient::new(channel)
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);
-        Ok(Self { client, servers: addrs.len(), max_request_bytes })
+        Ok(Self { client, servers, max_request_bytes })
     }
 
     pub fn client(&self) -> StanceClient<Channel> {
@@ -144,9 +149,12 @@ impl Remote {
 
     /// Scores `items` (a caller's sequence number and the article) over `ScoreArticles`
     /// streams (two per server, so a balanced channel spreads them), with at most `inflight`
-    /// articles outstanding. `on_result` is called once per item as results arrive, in any
-    /// order. Articles the server refuses with RESOURCE_EXHAUSTED (its queue is full) are sent
-    /// again after a short pause.
+    /// articles outstanding. `on_result` is called exactly once per item as results arrive, in
+    /// any order. Articles the server refuses with RESOURCE_EXHAUSTED (its queue is full) are
+    /// sent again after a short pause. A stream that ends or fails with articles outstanding
+    /// (a server killed, or shutting down) is reopened, on whichever server is up, and its
+    /// articles sent again; after [`STREAM_RESTARTS`] reopenings of one stream its articles go
+    /// to the others, and with no stream left they are reported as transport failures.
     pub async fn score_all<F>(&self, items: Vec<(u64, ArticleInput)>, inflight: usize, mut on_result: F) -> Result<()>
     where
         F: FnMut(u64, String, Result<ArticleScore, Failure>) -> Result<()>,
@@ -157,160 +165,230 @@ impl Remote {
         }
         let inflight = inflight.max(1);
         let n_streams = (2 * self.servers).min(total).max(1);
-        let (res_tx, mut res_rx) =
-            mpsc::channel::<(usize, Result<pb::ScoreArticlesResponse, Status>)>(inflight + n_streams);
-        let mut senders = Vec::with_capacity(n_streams);
-        for k in 0..n_streams {
-            let (tx, rx) = mpsc::channel::<pb::ScoreArticleRequest>(inflight);
-            let mut client = self.client.clone();
-            let res_tx = res_tx.clone();
-            tokio::spawn(async move {
-                match client.score_articles(ReceiverStream::new(rx)).await {
-                    Ok(resp) => {
-                        let mut stream = resp.into_inner();
-                        loop {
-                            match stream.message().await {
-                                Ok(Some(item)) => {
-                                    if res_tx.send((k, Ok(item))).await.is_err() {
-                                        return;
-                                    }
-                                }
-                                Ok(None) => return,
-                                Err(s) => {
-                                    let _ = res_tx.send((k, Err(s))).await;
-                                    return;
-                                }
-                            }
-                        }
-                    }
-                    Err(s) => {
-                        let _ = res_tx.send((k, Err(s))).await;
-                    }
-                }
-            });
-            senders.push(tx);
-        }
-        drop(res_tx);
+        let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
+        let mut streams: Vec<Slot> = (0..n_streams)
+            .map(|k| Slot::open(&self.client, k, 0, Duration::ZERO, inflight, events_tx.clone()))
+            .collect();
 
-        // What is outstanding: seq → (stream, article), for retries and stream failures.
-        let pending: Arc<Mutex<HashMap<u64, (usize, ArticleInput)>>> = Arc::new(Mutex::new(HashMap::new()));
+        // The feeder: items in order, at most `inflight` outstanding; refused here when larger
+        // than the servers accept.
         let permits = Arc::new(Semaphore::new(inflight));
-        let dead: Arc<Vec<AtomicBool>> = Arc::new((0..n_streams).map(|_| AtomicBool::new(false)).collect());
-        let (fail_tx, mut fail_rx) = mpsc::unbounded_channel::<(u64, String, Failure)>();
+        let (todo_tx, mut todo) = mpsc::channel::<(u64, ArticleInput)>(1);
         {
-            let (senders, pending, permits, fail_tx, dead) =
-                (senders.clone(), pending.clone(), permits.clone(), fail_tx.clone(), dead.clone());
-            let max_request_bytes = self.max_request_bytes;
+            let permits = permits.clone();
             tokio::spawn(async move {
-                for (i, (seq, article)) in items.into_iter().enumerate() {
+                for item in items {
                     permits.acquire().await.expect("never closed").forget();
-                    let id = article.id.clone();
-                    let req = pb::ScoreArticleRequest { article: Some(article.clone().into()), seq };
-                    let size = prost::Message::encoded_len(&req);
-                    if size > max_request_bytes {
-                        let failure = Failure {
-                            code: Code::ResourceExhausted,
-                            message: format!(
-                                "the article is {size} bytes as a request, more than the server accepts ({max_request_bytes} bytes, its --max-message-bytes); split it or raise the limit"
-                            ),
-                            transport: false,
-                        };
-                        let _ = fail_tx.send((seq, id, failure));
-                        continue;
-                    }
-                    let n = senders.len();
-                    let Some(k) = (0..n).map(|j| (i + j) % n).find(|&k| !dead[k].load(Ordering::Relaxed)) else {
-                        let failure = Failure {
-                            code: Code::Unavailable,
-                            message: "every stream to the server(s) has ended".into(),
-                            transport: true,
-                        };
-                        let _ = fail_tx.send((seq, id, failure));
-                        continue;
-                    };
-                    pending.lock().expect("pending lock").insert(seq, (k, article));
-                    if senders[k].send(req).await.is_err()
-                        && pending.lock().expect("pending lock").remove(&seq).is_some()
-                    {
-                        let failure = Failure {
-                            code: Code::Unavailable,
-                            message: "the stream to the server has ended".into(),
-                            transport: true,
-                        };
-                        let _ = fail_tx.send((seq, id, failure));
+                    if todo_tx.send(item).await.is_err() {
+                        return;
                     }
                 }
             });
         }
-        drop(fail_tx);
 
+        // Everything below runs on this task: no locks. seq → (stream, article), outstanding.
+        let mut pending: HashMap<u64, (usize, ArticleInput)> = HashMap::new();
+        let mut next = 0usize;
         let mut done = 0usize;
+        let mut fed = 0usize;
         while done < total {
+            let mut finished: Vec<(u64, String, Result<ArticleScore, Failure>)> = Vec::new();
             tokio::select! {
-                Some((seq, id, failure)) = fail_rx.recv() => {
-                    done += 1;
-                    permits.add_permits(1);
-                    on_result(seq, id, Err(failure))?;
+                item = todo.recv(), if fed < total => {
+                    let Some((seq, article)) = item else { continue };
+                    fed += 1;
+                    let size = prost::Message::encoded_len(&request(seq, &article));
+                    if size > self.max_request_bytes {
+                        let message = format!(
+                            "the article is {size} bytes as a request, more than the server accepts ({} bytes, its --max-message-bytes); split it or raise the limit",
+                            self.max_request_bytes
+                        );
+                        let failure = Failure { code: Code::ResourceExhausted, message, transport: false };
+                        finished.push((seq, article.id, Err(failure)));
+                    } else if let Err((id, f)) = dispatch(&mut streams, &mut next, &mut pending, seq, article) {
+                        finished.push((seq, id, Err(f)));
+                    }
                 }
-                msg = res_rx.recv() => {
-                    let Some((k, msg)) = msg else { break };
-                    match msg {
-                        Ok(item) => {
-                            let retry = matches!(&item.result, Some(score_articles_response::Result::Error(e)) if e.code == Code::ResourceExhausted as i32);
-                            if retry {
-                                let article = pending.lock().expect("pending lock").get(&item.seq).map(|p| p.1.clone());
-                                if let Some(article) = article {
-                                    let tx = senders[k].clone();
-                                    let seq = item.seq;
-                                    tokio::spawn(async move {
-                                        tokio::time::sleep(Duration::from_millis(50)).await;
-                                        let _ = tx.send(pb::ScoreArticleRequest { article: Some(article.into()), seq }).await;
-                                    });
-                                    continue;
-                                }
-                            }
-                            if pending.lock().expect("pending lock").remove(&item.seq).is_none() {
-                                continue; // not ours, or answered already
-                            }
-                            done += 1;
-                            permits.add_permits(1);
-                            let result = match item.result {
-                                Some(score_articles_response::Result::Score(s)) => ArticleScore::try_from(s).map_err(|e| Failure {
-                                    code: Code::Internal,
-                                    message: format!("the server sent a malformed result: {e}"),
-                                    transport: false,
-                                }),
-                                Some(score_articles_response::Result::Error(e)) => {
-                                    Err(Failure { code: Code::from_i32(e.code), message: e.message, transport: false })
-                                }
-                                None => Err(Failure { code: Code::Internal, message: "the server sent an empty result".into(), transport: false }),
-                            };
-                            on_result(item.seq, item.id, result)?;
-                        }
-                        Err(status) => {
-                            // The whole stream failed: everything outstanding on it is lost.
-                            dead[k].store(true, Ordering::Relaxed);
-                            let lost: Vec<(u64, ArticleInput)> = {
-                                let mut p = pending.lock().expect("pending lock");
-                                let seqs: Vec<u64> = p.iter().filter(|(_, (s, _))| *s == k).map(|(q, _)| *q).collect();
-                                seqs.into_iter().filter_map(|q| p.remove(&q).map(|(_, a)| (q, a))).collect()
-                            };
-                            for (seq, article) in lost {
-                                done += 1;
-                                permits.add_permits(1);
-                                let failure = Failure { code: status.code(), message: status.message().to_string(), transport: true };
-                                on_result(seq, article.id, Err(failure))?;
+                event = events.recv() => match event.expect("this task holds a sender") {
+                    Event::Resend(seq) => {
+                        if let Some((_, article)) = pending.remove(&seq) {
+                            if let Err((id, f)) = dispatch(&mut streams, &mut next, &mut pending, seq, article) {
+                                finished.push((seq, id, Err(f)));
                             }
                         }
                     }
-                }
+                    Event::Answer(item) => {
+                        let refused = matches!(&item.result, Some(score_articles_response::Result::Error(e)) if e.code == Code::ResourceExhausted as i32);
+                        if refused && pending.contains_key(&item.seq) {
+                            let (seq, events_tx) = (item.seq, events_tx.clone());
+                            tokio::spawn(async move {
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                                let _ = events_tx.send(Event::Resend(seq));
+                            });
+                        } else if pending.remove(&item.seq).is_some() {
+                            finished.push((item.seq, item.id, answer(item.result)));
+                        }
+                        // else: not ours, or answered already (sent twice after a reopening).
+                    }
+                    Event::Ended { stream: k, generation, status } => {
+                        if streams[k].generation != generation {
+                            continue; // an earlier stream of this slot, already replaced
+                        }
+                        streams[k].tx = None;
+                        let mut lost: Vec<(u64, ArticleInput)> = Vec::new();
+                        pending.retain(|&seq, (s, a)| {
+                            let mine = *s == k;
+                            if mine {
+                                lost.push((seq, a.clone()));
+                            }
+                            !mine
+                        });
+                        lost.sort_by_key(|(seq, _)| *seq);
+                        let work_left = !lost.is_empty() || fed < total;
+                        if work_left && streams[k].restarts < STREAM_RESTARTS {
+                            let restarts = streams[k].restarts + 1;
+                            tracing::warn!(stream = k, restarts, "stream ended ({}): reopening it", status.message());
+                            let backoff = Duration::from_millis(200 * u64::from(restarts));
+                            streams[k] = Slot::open(&self.client, k, generation + 1, backoff, inflight, events_tx.clone());
+                            streams[k].restarts = restarts;
+                        }
+                        for (seq, article) in lost {
+                            if let Err((id, mut f)) = dispatch(&mut streams, &mut next, &mut pending, seq, article) {
+                                // No stream left: the stream's own error says best what happened.
+                                f.code = status.code();
+                                f.message = format!("{} (after {STREAM_RESTARTS} reopenings of its stream)", status.message());
+                                finished.push((seq, id, Err(f)));
+                            }
+                        }
+                    }
+                },
             }
-        }
-        drop(senders);
-        // Streams that all failed leave items that were never sent: report them too.
-        if done < total {
-            bail!("{} articles got no answer: every stream to the server(s) ended", total - done);
+            for (seq, id, result) in finished {
+                done += 1;
+                permits.add_permits(1);
+                on_result(seq, id, result)?;
+            }
         }
         Ok(())
     }
+}
+
+/// How many times one stream of a job is reopened after it ended with articles outstanding.
+pub const STREAM_RESTARTS: u32 = 5;
+
+/// What the stream tasks tell the job.
+enum Event {
+    Answer(pb::ScoreArticlesResponse),
+    /// The stream ended (the server closed it, or it failed); `generation` tells a reopened
+    /// slot's streams apart.
+    Ended {
+        stream: usize,
+        generation: u64,
+        status: Status,
+    },
+    /// Send this article again (the server's queue was full).
+    Resend(u64),
+}
+
+/// One of a job's streams: where to send its articles (`None` once it ended).
+struct Slot {
+    tx: Option<mpsc::Sender<pb::ScoreArticleRequest>>,
+    generation: u64,
+    restarts: u32,
+}
+
+impl Slot {
+    /// Opens a ScoreArticles stream (after `delay`) and forwards what comes back as events.
+    fn open(
+        client: &StanceClient<Channel>,
+        stream: usize,
+        generation: u64,
+        delay: Duration,
+        capacity: usize,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Slot {
+        // Capacity: at most `inflight` articles are outstanding, so sends never wait.
+        let (tx, rx) = mpsc::channel::<pb::ScoreArticleRequest>(capacity);
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let status = match client.score_articles(ReceiverStream::new(rx)).await {
+                Ok(resp) => {
+                    let mut answers = resp.into_inner();
+                    loop {
+                        match answers.message().await {
+                            Ok(Some(item)) => {
+                                if events.send(Event::Answer(item)).is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(None) => break Status::unavailable("the server ended the stream"),
+                            Err(s) => break s,
+                        }
+                    }
+                }
+                Err(s) => s,
+            };
+            let _ = events.send(Event::Ended { stream, generation, status });
+        });
+        Slot { tx: Some(tx), generation, restarts: 0 }
+    }
+}
+
+fn request(seq: u64, article: &ArticleInput) -> pb::ScoreArticleRequest {
+    pb::ScoreArticleRequest { article: Some(article.clone().into()), seq }
+}
+
+/// Sends an article on the next open stream (round robin), recording it as outstanding there;
+/// with no stream open, gives back its id and failure.
+fn dispatch(
+    streams: &mut [Slot],
+    next: &mut usize,
+    pending: &mut HashMap<u64, (usize, ArticleInput)>,
+    seq: u64,
+    article: ArticleInput,
+) -> Result<(), (String, Failure)> {
+    for _ in 0..streams.len() {
+        let k = *next % streams.len();
+        *next = next.wrapping_add(1);
+        let Some(tx) = &streams[k].tx else { continue };
+        if tx.try_send(request(seq, &article)).is_ok() {
+            pending.insert(seq, (k, article));
+            return Ok(());
+        }
+        streams[k].tx = None;
+    }
+    let failure =
+        Failure { code: Code::Unavailable, message: "every stream to the server(s) has ended".into(), transport: true };
+    Err((article.id, failure))
+}
+
+/// A server's answer to one article.
+fn answer(result: Option<score_articles_response::Result>) -> Result<ArticleScore, Failure> {
+    match result {
+        Some(score_articles_response::Result::Score(s)) => ArticleScore::try_from(s).map_err(|e| Failure {
+            code: Code::Internal,
+            message: format!("the server sent a malformed result: {e}"),
+            transport: false,
+        }),
+        Some(score_articles_response::Result::Error(e)) => {
+            Err(Failure { code: Code::from_i32(e.code), message: e.message, transport: false })
+        }
+        None => {
+            Err(Failure { code: Code::Internal, message: "the server sent an empty result".into(), transport: false })
+        }
+    }
+}
+
+/// Connects to one server, waits until it is SERVING, and asks its message limit.
+async fn connect_one(addr: &str) -> Result<(Endpoint, Channel, Option<usize>)> {
+    let ep = endpoint(addr, Duration::from_secs(10))?;
+    let channel = ep.connect().await.with_context(|| format!("cannot connect to the stance server at {addr}"))?;
+    wait_serving(addr, channel.clone(), Duration::from_secs(120)).await?;
+    let info = StanceClient::new(channel.clone())
+        .get_model_info(pb::GetModelInfoRequest {})
+        .await
+        .map_err(|s| anyhow::anyhow!("{addr}: GetModelInfo failed: {}", s.message()))?;
+    let limit = info.get_ref().limits.as_ref().map(|l| l.max_message_bytes as usize).filter(|&l| l > 0);
+    Ok((ep, channel, limit))
 }

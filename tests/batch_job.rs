@@ -212,6 +212,51 @@ async fn remote_mode_matches_in_process() {
     }
 }
 
+/// `n` small records, `id-0` … `id-{n-1}`.
+fn small_records(n: usize) -> String {
+    let text = fixture_text();
+    (0..n)
+        .map(|i| json!({"id": format!("id-{i}"), "text": cut(&text, 120 + (i % 7) * 40)}).to_string() + "\n")
+        .collect()
+}
+
+/// Two servers, one killed before the job and the other's peer killed midway: the job
+/// finishes on the server that is up, every record written exactly once, exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_job_finishes_on_the_servers_that_are_up() {
+    let (a, b, c) = (Server::start(&[]), Server::start(&[]), Server::start(&[]));
+    for s in [&a, &b, &c] {
+        s.ready().await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, small_records(300)).unwrap();
+    let out = dir.path().join("out.jsonl");
+    // `a` is down before the job starts: it goes on with b and c.
+    let dead = a.addr.clone();
+    drop(a);
+    let addrs = format!("{dead},{},{}", b.addr, c.addr);
+    let args =
+        [input.to_str().unwrap().to_string(), "-o".into(), out.to_str().unwrap().into(), "--remote".into(), addrs];
+    let job = batch(&argv(&args), true).spawn().unwrap();
+    // Kill c once some lines are written; its streams' articles must move to b.
+    let until = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&out).map_or(0, |s| s.lines().count()) < 20 {
+        assert!(Instant::now() < until, "the job wrote nothing in 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(c);
+    let o = tokio::task::spawn_blocking(move || job.wait_with_output()).await.unwrap().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let counts = id_counts(&lines(&out));
+    assert_eq!(counts.len(), 300, "{}", stderr(&o));
+    assert!(counts.values().all(|&n| n == 1), "an id written twice");
+    assert!(lines(&out).iter().all(|v| v["sentences"].is_array()), "error records: {}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("300 articles scored"), "{e}");
+    drop(b);
+}
+
 /// Three shards of one input cover every record once; `--merge` joins them and refuses a
 /// missing or repeated shard; `--shard N` takes K from JOB_COMPLETION_INDEX.
 #[test]
