@@ -476,7 +476,8 @@ fn server_bench(inputs: &[ArticleInput], clients: usize, rounds: usize) -> Value
     let addr = line.trim().strip_prefix("listening on ").expect("first line: listening on ADDR").to_string();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (startup, elapsed, sentences) = rt.block_on(async {
-        let remote = stance::client::Remote::connect(std::slice::from_ref(&addr), 64 << 20).await.unwrap();
+        let remote =
+            stance::client::Remote::connect(std::slice::from_ref(&addr), 64 << 20, &Default::default()).await.unwrap();
         let startup = started.elapsed().as_secs_f64();
         let t = Instant::now();
         let mut tasks = Vec::new();

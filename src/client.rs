@@ -8,9 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+
+use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -43,12 +46,80 @@ impl std::fmt::Display for Failure {
     }
 }
 
-fn endpoint(addr: &str, connect_timeout: Duration) -> Result<Endpoint> {
-    let uri = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
-    Ok(Endpoint::from_shared(uri.clone())
+/// How to reach the servers: TLS and the API key.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Sent as `authorization: Bearer KEY` with every call.
+    pub api_key: Option<String>,
+    /// Use TLS (an `https://` address does too).
+    pub tls: bool,
+    /// Trust servers signed by this CA (PEM) instead of the Mozilla roots.
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate and key (PEM), for servers that require them (mutual TLS).
+    pub tls_identity: Option<(PathBuf, PathBuf)>,
+    /// The name to expect in the server's certificate, when it is not the address's host.
+    pub tls_domain: Option<String>,
+}
+
+impl ClientOptions {
+    fn uses_tls(&self) -> bool {
+        self.tls || self.tls_ca.is_some() || self.tls_identity.is_some() || self.tls_domain.is_some()
+    }
+
+    fn tls_config(&self) -> Result<ClientTlsConfig> {
+        let read = |p: &PathBuf, what: &str| {
+            std::fs::read(p).with_context(|| format!("reading the TLS {what} {}", p.display()))
+        };
+        let mut config = ClientTlsConfig::new();
+        config = match &self.tls_ca {
+            Some(ca) => config.ca_certificate(Certificate::from_pem(read(ca, "CA")?)),
+            None => config.with_webpki_roots(),
+        };
+        if let Some((cert, key)) = &self.tls_identity {
+            config = config.identity(Identity::from_pem(read(cert, "certificate")?, read(key, "key")?));
+        }
+        if let Some(domain) = &self.tls_domain {
+            config = config.domain_name(domain.clone());
+        }
+        Ok(config)
+    }
+
+    /// The `authorization` value, checked once.
+    fn authorization(&self) -> Result<Option<AsciiMetadataValue>> {
+        self.api_key
+            .as_deref()
+            .map(|k| {
+                AsciiMetadataValue::try_from(format!("Bearer {k}"))
+                    .map_err(|_| anyhow::anyhow!("the API key must be printable ASCII without line breaks"))
+            })
+            .transpose()
+    }
+}
+
+/// Adds the API key, if any, to a request.
+fn authorize<T>(mut req: tonic::Request<T>, auth: &Option<AsciiMetadataValue>) -> tonic::Request<T> {
+    if let Some(v) = auth {
+        req.metadata_mut().insert("authorization", v.clone());
+    }
+    req
+}
+
+fn endpoint(addr: &str, connect_timeout: Duration, options: &ClientOptions) -> Result<Endpoint> {
+    let uri = if addr.contains("://") {
+        addr.to_string()
+    } else if options.uses_tls() {
+        format!("https://{addr}")
+    } else {
+        format!("http://{addr}")
+    };
+    let mut ep = Endpoint::from_shared(uri.clone())
         .with_context(|| format!("invalid server address {addr:?}; expected HOST:PORT"))?
         .connect_timeout(connect_timeout)
-        .tcp_nodelay(true))
+        .tcp_nodelay(true);
+    if uri.starts_with("https://") {
+        ep = ep.tls_config(options.tls_config()?).with_context(|| format!("setting up TLS for {addr}"))?;
+    }
+    Ok(ep)
 }
 
 /// Waits until the server at `channel` reports SERVING for `stance.v1.Stance` (it answers
@@ -73,9 +144,9 @@ async fn wait_serving(addr: &str, channel: Channel, patience: Duration) -> Resul
 
 /// What `grpc.health.v1` says of `stance.v1.Stance` at `addr`, asked once: connecting and the
 /// answer together take at most `timeout`.
-pub async fn health(addr: &str, timeout: Duration) -> Result<ServingStatus> {
+pub async fn health(addr: &str, timeout: Duration, options: &ClientOptions) -> Result<ServingStatus> {
     let ask = async {
-        let channel = endpoint(addr, timeout)?
+        let channel = endpoint(addr, timeout, options)?
             .connect()
             .await
             .with_context(|| format!("cannot connect to the stance server at {addr}"))?;
@@ -99,6 +170,7 @@ pub struct Remote {
     /// GetModelInfo), capped by ours: a larger article is refused here, as its own error,
     /// instead of breaking the stream it would travel on.
     max_request_bytes: usize,
+    auth: Option<AsciiMetadataValue>,
 }
 
 impl Remote {
@@ -106,15 +178,16 @@ impl Remote {
     /// requests are spread across them. A server that cannot be reached is left out with a
     /// warning when another one can (a job goes on with the servers that are up); none
     /// reachable is an error naming each.
-    pub async fn connect(addrs: &[String], max_message_bytes: usize) -> Result<Self> {
+    pub async fn connect(addrs: &[String], max_message_bytes: usize, options: &ClientOptions) -> Result<Self> {
         if addrs.is_empty() {
             bail!("no server address given");
         }
+        let auth = options.authorization()?;
         let mut endpoints = Vec::new();
         let mut max_request_bytes = max_message_bytes;
         let mut unreachable = Vec::new();
         for addr in addrs {
-            match connect_one(addr).await {
+            match connect_one(addr, options, &auth).await {
                 Ok((ep, channel, limit)) => {
                     if let Some(limit) = limit {
                         max_request_bytes = max_request_bytes.min(limit);
@@ -140,7 +213,7 @@ impl Remote {
         let client = StanceClient::new(channel)
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(max_message_bytes);
-        Ok(Self { client, servers, max_request_bytes })
+        Ok(Self { client, servers, max_request_bytes, auth })
     }
 
     pub fn client(&self) -> StanceClient<Channel> {
@@ -166,9 +239,8 @@ impl Remote {
         let inflight = inflight.max(1);
         let n_streams = (2 * self.servers).min(total).max(1);
         let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
-        let mut streams: Vec<Slot> = (0..n_streams)
-            .map(|k| Slot::open(&self.client, k, 0, Duration::ZERO, inflight, events_tx.clone()))
-            .collect();
+        let mut streams: Vec<Slot> =
+            (0..n_streams).map(|k| Slot::open(self, k, 0, Duration::ZERO, inflight, events_tx.clone())).collect();
 
         // The feeder: items in order, at most `inflight` outstanding; refused here when larger
         // than the servers accept.
@@ -249,7 +321,7 @@ impl Remote {
                             let restarts = streams[k].restarts + 1;
                             tracing::warn!(stream = k, restarts, "stream ended ({}): reopening it", status.message());
                             let backoff = Duration::from_millis(200 * u64::from(restarts));
-                            streams[k] = Slot::open(&self.client, k, generation + 1, backoff, inflight, events_tx.clone());
+                            streams[k] = Slot::open(self, k, generation + 1, backoff, inflight, events_tx.clone());
                             streams[k].restarts = restarts;
                         }
                         for (seq, article) in lost {
@@ -300,7 +372,7 @@ struct Slot {
 impl Slot {
     /// Opens a ScoreArticles stream (after `delay`) and forwards what comes back as events.
     fn open(
-        client: &StanceClient<Channel>,
+        remote: &Remote,
         stream: usize,
         generation: u64,
         delay: Duration,
@@ -309,10 +381,11 @@ impl Slot {
     ) -> Slot {
         // Capacity: at most `inflight` articles are outstanding, so sends never wait.
         let (tx, rx) = mpsc::channel::<pb::ScoreArticleRequest>(capacity);
-        let mut client = client.clone();
+        let mut client = remote.client.clone();
+        let call = authorize(tonic::Request::new(ReceiverStream::new(rx)), &remote.auth);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let status = match client.score_articles(ReceiverStream::new(rx)).await {
+            let status = match client.score_articles(call).await {
                 Ok(resp) => {
                     let mut answers = resp.into_inner();
                     loop {
@@ -381,12 +454,16 @@ fn answer(result: Option<score_articles_response::Result>) -> Result<ArticleScor
 }
 
 /// Connects to one server, waits until it is SERVING, and asks its message limit.
-async fn connect_one(addr: &str) -> Result<(Endpoint, Channel, Option<usize>)> {
-    let ep = endpoint(addr, Duration::from_secs(10))?;
+async fn connect_one(
+    addr: &str,
+    options: &ClientOptions,
+    auth: &Option<AsciiMetadataValue>,
+) -> Result<(Endpoint, Channel, Option<usize>)> {
+    let ep = endpoint(addr, Duration::from_secs(10), options)?;
     let channel = ep.connect().await.with_context(|| format!("cannot connect to the stance server at {addr}"))?;
     wait_serving(addr, channel.clone(), Duration::from_secs(120)).await?;
     let info = StanceClient::new(channel.clone())
-        .get_model_info(pb::GetModelInfoRequest {})
+        .get_model_info(authorize(tonic::Request::new(pb::GetModelInfoRequest {}), auth))
         .await
         .map_err(|s| anyhow::anyhow!("{addr}: GetModelInfo failed: {}", s.message()))?;
     let limit = info.get_ref().limits.as_ref().map(|l| l.max_message_bytes as usize).filter(|&l| l > 0);

@@ -49,6 +49,8 @@ struct HealthArgs {
     /// Give up after this many seconds (connecting and the answer together).
     #[arg(long, default_value_t = 5.0)]
     timeout_s: f64,
+    #[command(flatten)]
+    connect: cli::remote::ConnectOpts,
 }
 
 #[derive(Args)]
@@ -248,7 +250,7 @@ fn main() -> ExitCode {
         .map(|_| ExitCode::SUCCESS),
         Command::Serve(a) => cli::serve::run(a.serve, move || a.engine.engine()).map(|_| ExitCode::SUCCESS),
         Command::Batch(a) => cli::batch::run(a.batch, || a.engine.engine()),
-        Command::Health(a) => cli::health::run(&a.remote, a.timeout_s),
+        Command::Health(a) => cli::health::run(&a.remote, a.timeout_s, &a.connect),
     };
     match result {
         Ok(code) => code,

@@ -40,6 +40,8 @@ pub struct BatchOpts {
     /// the load across several.
     #[arg(long, value_delimiter = ',')]
     pub remote: Vec<String>,
+    #[command(flatten)]
+    pub connect: super::remote::ConnectOpts,
     /// Articles outstanding at once on the servers (remote mode).
     #[arg(long, default_value_t = super::remote::INFLIGHT)]
     pub inflight: usize,
@@ -281,7 +283,7 @@ where
         let rt =
             tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
         rt.block_on(async {
-            let remote = Remote::connect(&o.remote, super::remote::MAX_MESSAGE_BYTES).await?;
+            let remote = Remote::connect(&o.remote, super::remote::MAX_MESSAGE_BYTES, &o.connect.options()).await?;
             let keys: Vec<String> = work.iter().map(|(k, _)| k.clone()).collect();
             let items: Vec<(u64, ArticleInput)> =
                 work.into_iter().enumerate().map(|(i, (_, a))| (i as u64, a)).collect();

@@ -39,6 +39,8 @@ pub struct ScoreOpts {
     /// separate with commas) to spread the load across several.
     #[arg(long, value_delimiter = ',')]
     pub remote: Vec<String>,
+    #[command(flatten)]
+    pub connect: super::remote::ConnectOpts,
 }
 
 /// Prints scores on stdout in one format.
@@ -83,7 +85,7 @@ where
     let single = records.len() == 1 && !jsonl_input;
     let mut printer = Printer::new(BufWriter::new(std::io::stdout().lock()), o.format, single);
     if !o.remote.is_empty() {
-        return super::remote::score(&o.remote, records, |score| printer.print(score));
+        return super::remote::score(&o.remote, &o.connect, records, |score| printer.print(score));
     }
     let engine = load().context("loading the model")?;
     let mut failed = 0usize;

@@ -1,6 +1,7 @@
 //! `stance serve`: the gRPC service (see `stance::server`).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -8,7 +9,7 @@ use clap::Args;
 
 use stance::pipeline::Engine;
 use stance::server::batcher::BatchConfig;
-use stance::server::{serve, ServerConfig};
+use stance::server::{serve, ServerConfig, TlsFiles};
 
 // The defaults are those of `ServerConfig::default()`, written there once.
 #[derive(Args, Debug, Clone)]
@@ -42,6 +43,19 @@ pub struct ServeOpts {
     /// reading new items at once); then the rest is answered UNAVAILABLE and the server exits.
     #[arg(long, env = "STANCE_SHUTDOWN_GRACE_S", default_value_t = ServerConfig::default().shutdown_grace.as_secs_f64())]
     pub shutdown_grace_s: f64,
+    /// Require this key of every stance.v1 call (`authorization: Bearer KEY`; health and
+    /// reflection stay open). Prefer the environment variable: arguments are visible to `ps`.
+    #[arg(long, env = "STANCE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Serve TLS with this certificate chain (PEM); with --tls-key.
+    #[arg(long, env = "STANCE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "STANCE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mutual TLS.
+    #[arg(long, env = "STANCE_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 pub fn run<F>(o: ServeOpts, load: F) -> Result<()>
@@ -61,6 +75,8 @@ where
         max_stream_inflight: o.max_stream_inflight,
         shutdown_grace: Duration::try_from_secs_f64(o.shutdown_grace_s)
             .map_err(|e| anyhow::anyhow!("--shutdown-grace-s {}: {e}; give seconds, e.g. 30", o.shutdown_grace_s))?,
+        api_key: o.api_key.filter(|k| !k.is_empty()),
+        tls: o.tls_cert.zip(o.tls_key).map(|(cert, key)| TlsFiles { cert, key, client_ca: o.tls_client_ca }),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     rt.block_on(serve(config, load))

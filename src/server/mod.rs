@@ -22,6 +22,7 @@
 //! while tonic is still receiving the request body is answered CANCELLED by tonic's own
 //! timeout layer, before the handler exists.
 
+pub mod auth;
 pub mod batcher;
 pub mod metrics;
 pub mod queue;
@@ -64,6 +65,33 @@ pub struct ServerConfig {
     pub max_stream_inflight: usize,
     /// How long a shutdown waits for the requests in flight before it cancels them.
     pub shutdown_grace: Duration,
+    /// Required of every `stance.v1.Stance` call as `authorization: Bearer KEY`.
+    pub api_key: Option<String>,
+    /// Serve TLS instead of plaintext.
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files for TLS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    /// Require client certificates signed by this CA (mutual TLS).
+    pub client_ca: Option<std::path::PathBuf>,
+}
+
+impl TlsFiles {
+    fn server_config(&self) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+        let read = |p: &std::path::Path, what: &str| {
+            std::fs::read(p).with_context(|| format!("reading the TLS {what} {}", p.display()))
+        };
+        let identity = tonic::transport::Identity::from_pem(read(&self.cert, "certificate")?, read(&self.key, "key")?);
+        let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &self.client_ca {
+            config = config.client_ca_root(tonic::transport::Certificate::from_pem(read(ca, "client CA")?));
+        }
+        Ok(config)
+    }
 }
 
 impl Default for ServerConfig {
@@ -80,6 +108,8 @@ impl Default for ServerConfig {
             max_message_bytes: 16 << 20,
             max_stream_inflight: 64,
             shutdown_grace: Duration::from_secs(30),
+            api_key: None,
+            tls: None,
         }
     }
 }
@@ -452,6 +482,22 @@ impl pb::stance_server::Stance for StanceService {
     }
 }
 
+/// The Stance service's gate: open, or an API key.
+#[derive(Clone)]
+enum Authorize {
+    Open,
+    Key(auth::ApiKey),
+}
+
+impl tonic::service::Interceptor for Authorize {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        match self {
+            Authorize::Open => Ok(req),
+            Authorize::Key(k) => k.call(req),
+        }
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT. Handlers are installed when this is called, not when polled.
 fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
@@ -562,7 +608,17 @@ where
         }
         s
     });
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        builder = builder
+            .tls_config(tls.server_config()?)
+            .context("setting up TLS (--tls-cert, --tls-key, --tls-client-ca: PEM files)")?;
+    }
+    let stance = tonic::service::interceptor::InterceptedService::new(
+        stance,
+        config.api_key.as_deref().map(auth::ApiKey::new).map_or(Authorize::Open, Authorize::Key),
+    );
+    let server = builder
         .layer(tonic::service::InterceptorLayer::new(stamp_arrival as fn(Request<()>) -> Result<Request<()>, Status>))
         .layer(tower::util::MapResponseLayer::new(oversized_is_resource_exhausted::<tonic::body::Body> as fn(_) -> _))
         .add_service(health)

@@ -1,0 +1,52 @@
+//! API-key authentication of the `stance.v1.Stance` RPCs (`--api-key`): a bearer token in the
+//! `authorization` metadata, compared in constant time. Health and reflection stay open, so
+//! that probes and tools need no key.
+
+use std::sync::Arc;
+
+use subtle::ConstantTimeEq;
+use tonic::{Request, Status};
+
+/// An interceptor that lets a request through when it carries `authorization: Bearer KEY`.
+#[derive(Clone)]
+pub struct ApiKey(Arc<[u8]>);
+
+impl ApiKey {
+    pub fn new(key: &str) -> Self {
+        Self(key.as_bytes().into())
+    }
+
+    fn accepts(&self, header: Option<&[u8]>) -> bool {
+        let Some(token) = header.and_then(|h| h.strip_prefix(b"Bearer ")) else { return false };
+        // The length may leak (ct_eq of different lengths is false at once), the key does not.
+        bool::from(token.ct_eq(&self.0))
+    }
+}
+
+impl tonic::service::Interceptor for ApiKey {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        if self.accepts(req.metadata().get("authorization").map(|v| v.as_bytes())) {
+            Ok(req)
+        } else {
+            Err(Status::unauthenticated(
+                "missing or wrong API key: send the metadata `authorization: Bearer KEY` (the CLI: --api-key or STANCE_API_KEY)",
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_bearer_token_passes() {
+        let k = ApiKey::new("s3cret");
+        assert!(k.accepts(Some(b"Bearer s3cret")));
+        assert!(!k.accepts(Some(b"Bearer s3cre")));
+        assert!(!k.accepts(Some(b"Bearer s3cret2")));
+        assert!(!k.accepts(Some(b"bearer s3cret")));
+        assert!(!k.accepts(Some(b"s3cret")));
+        assert!(!k.accepts(None));
+    }
+}
