@@ -493,7 +493,8 @@ async fn undecodable_and_oversized_unary_requests_get_invalid_argument_and_resou
 /// Occupies the only compute thread with a long article; returns its task.
 async fn occupy(server: &Server) -> tokio::task::JoinHandle<Result<ArticleScore, tonic::Status>> {
     let mut c = client(server).await;
-    let long = fixture_text().repeat(60);
+    // Seconds of encoder work even on a fast machine.
+    let long = fixture_text().repeat(200);
     let busy = tokio::spawn(async move { score(&mut c, article("busy", &long)).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!busy.is_finished(), "the long article should still be running");
@@ -576,4 +577,26 @@ async fn expired_and_cancelled_requests_are_counted() {
     assert_eq!(sample(&m, "stance_requests_total", &[rpc, "code=\"Cancelled\""]), 1.0, "{m}");
     assert_eq!(sample(&m, "stance_jobs_skipped_total", &["reason=\"deadline\""]), 1.0, "{m}");
     assert_eq!(sample(&m, "stance_jobs_skipped_total", &["reason=\"cancelled\""]), 1.0, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_shorter_than_the_queue_ahead_is_refused_at_once() {
+    let server = Server::start(&["--max-windows", "100000"]);
+    server.ready().await;
+    // One article scored first tells the server how fast it drains its queue.
+    score(&mut client(&server).await, article("first", &fixture_text())).await.unwrap();
+    let _busy = occupy(&server).await;
+    // Behind the running article, a long one waits: seconds of work ahead of any newcomer.
+    let mut c = client(&server).await;
+    let long = fixture_text().repeat(400);
+    let _waiting = tokio::spawn({
+        let mut c = c.clone();
+        async move { score(&mut c, article("waiting", &long)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut hurried = Request::new(request(article("hurried", &fixture_text())));
+    hurried.set_timeout(Duration::from_secs(1));
+    let err = c.score_article(hurried).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().starts_with("the queue ahead holds about"), "{}", err.message());
 }

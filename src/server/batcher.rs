@@ -101,7 +101,9 @@ fn compute_large(engine: &Engine, queue: &Queue, job: Job, max_tokens: usize) {
         }
         let started = Instant::now();
         let result = engine.run_windows(&piece);
-        metrics::batch(1, piece.len(), engine.batch_tokens(&piece), started.elapsed());
+        let tokens = engine.batch_tokens(&piece);
+        metrics::batch(1, piece.len(), tokens, started.elapsed());
+        queue.record_batch(tokens, started.elapsed());
         match result {
             Ok(s) => scores.extend(s),
             Err(e) => {
@@ -122,7 +124,9 @@ fn compute(engine: &Engine, queue: &Queue, mut jobs: Vec<Job>, tokens: usize, ma
     let windows: Vec<&WindowInput> = jobs.iter().flat_map(|j| j.windows.iter()).collect();
     let started = Instant::now();
     let result = engine.run_windows(&windows);
-    metrics::batch(jobs.len(), windows.len(), engine.batch_tokens(&windows), started.elapsed());
+    let batch_tokens = engine.batch_tokens(&windows);
+    metrics::batch(jobs.len(), windows.len(), batch_tokens, started.elapsed());
+    queue.record_batch(batch_tokens, started.elapsed());
     match result {
         Ok(scores) => {
             let mut scores = scores.into_iter();

@@ -126,6 +126,7 @@ impl Core {
         // One token budget from the flag to the encoder call.
         let engine = Arc::new(engine.with_max_batch_tokens(config.batch.max_batch_tokens));
         let queue = Arc::new(Queue::new(config.max_queue));
+        queue.set_consumers(config.compute_threads.max(1));
         let threads = (0..config.compute_threads.max(1))
             .map(|i| batcher::spawn(i, engine.clone(), queue.clone(), config.batch))
             .collect::<std::io::Result<Vec<_>>>()?;
@@ -249,6 +250,18 @@ impl StanceService {
         // push below checks again: others may fill it meanwhile).
         if core.queue.depth() >= core.queue.capacity() {
             return Err(queue_full(core.queue.capacity()));
+        }
+        // Nor is a request taken whose deadline comes before the queue ahead of it is done:
+        // it would only expire there, after costing its preparation.
+        if let (Some(d), Some(wait)) = (deadline, core.queue.estimated_wait()) {
+            let left = d.saturating_duration_since(Instant::now());
+            if left < wait {
+                return Err(Status::resource_exhausted(format!(
+                    "the queue ahead holds about {:.1} s of work and the deadline leaves {:.1} s; retry later or allow more time",
+                    wait.as_secs_f64(),
+                    left.as_secs_f64()
+                )));
+            }
         }
         let work = async {
             let engine = core.engine.clone();

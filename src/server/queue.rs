@@ -60,8 +60,14 @@ pub enum PushError {
 
 struct Inner {
     jobs: VecDeque<Job>,
+    /// Tokens of all queued jobs.
+    tokens: usize,
     closed: bool,
     cancelled: bool,
+    /// Tokens per second one compute thread gets through (a moving average of its batches);
+    /// 0 until the first batch.
+    rate: f64,
+    consumers: usize,
 }
 
 /// A bounded FIFO of jobs, shared by async producers and blocking consumers.
@@ -74,7 +80,14 @@ pub struct Queue {
 impl Queue {
     pub fn new(capacity: usize) -> Self {
         Self {
-            inner: Mutex::new(Inner { jobs: VecDeque::new(), closed: false, cancelled: false }),
+            inner: Mutex::new(Inner {
+                jobs: VecDeque::new(),
+                tokens: 0,
+                closed: false,
+                cancelled: false,
+                rate: 0.0,
+                consumers: 1,
+            }),
             ready: Condvar::new(),
             capacity: capacity.max(1),
         }
@@ -93,6 +106,7 @@ impl Queue {
         if inner.jobs.len() >= self.capacity {
             return Err((PushError::Full { capacity: self.capacity }, job));
         }
+        inner.tokens += job.tokens();
         inner.jobs.push_back(job);
         super::metrics::queue_depth(inner.jobs.len());
         drop(inner);
@@ -103,6 +117,7 @@ impl Queue {
     /// Puts back a job a batch had no room for, at the head (it may briefly exceed capacity).
     pub fn push_front(&self, job: Job) {
         let mut inner = self.inner.lock().expect("queue lock");
+        inner.tokens += job.tokens();
         inner.jobs.push_front(job);
         super::metrics::queue_depth(inner.jobs.len());
         drop(inner);
@@ -114,6 +129,7 @@ impl Queue {
         let mut inner = self.inner.lock().expect("queue lock");
         loop {
             if let Some(job) = inner.jobs.pop_front() {
+                inner.tokens -= job.tokens();
                 super::metrics::queue_depth(inner.jobs.len());
                 return Some(job);
             }
@@ -129,6 +145,7 @@ impl Queue {
         let mut inner = self.inner.lock().expect("queue lock");
         loop {
             if let Some(job) = inner.jobs.pop_front() {
+                inner.tokens -= job.tokens();
                 super::metrics::queue_depth(inner.jobs.len());
                 return Some(job);
             }
@@ -154,12 +171,37 @@ impl Queue {
             inner.closed = true;
             inner.cancelled = true;
             super::metrics::queue_depth(0);
+            inner.tokens = 0;
             std::mem::take(&mut inner.jobs)
         };
         self.ready.notify_all();
         for job in jobs {
             let _ = job.reply.send(Err(JobError::Cancelled));
         }
+    }
+
+    /// How many compute threads drain the queue (for [`Queue::estimated_wait`]).
+    pub fn set_consumers(&self, n: usize) {
+        self.inner.lock().expect("queue lock").consumers = n.max(1);
+    }
+
+    /// A compute thread ran `tokens` in `elapsed`: updates the drain rate.
+    pub fn record_batch(&self, tokens: usize, elapsed: std::time::Duration) {
+        let secs = elapsed.as_secs_f64();
+        if tokens == 0 || secs <= 0.0 {
+            return;
+        }
+        let mut inner = self.inner.lock().expect("queue lock");
+        let rate = tokens as f64 / secs;
+        inner.rate = if inner.rate == 0.0 { rate } else { 0.8 * inner.rate + 0.2 * rate };
+    }
+
+    /// How long what is queued now will take to reach a compute thread; `None` before the
+    /// first batch gave a rate.
+    pub fn estimated_wait(&self) -> Option<std::time::Duration> {
+        let inner = self.inner.lock().expect("queue lock");
+        (inner.rate > 0.0)
+            .then(|| std::time::Duration::from_secs_f64(inner.tokens as f64 / (inner.rate * inner.consumers as f64)))
     }
 
     pub fn cancelled(&self) -> bool {
@@ -214,6 +256,23 @@ mod tests {
         assert!(q.pop().is_none());
         let (c, _rc) = job();
         assert_eq!(q.push(c).unwrap_err().0, PushError::Closed);
+    }
+
+    #[test]
+    fn the_estimated_wait_follows_queued_tokens_and_the_drain_rate() {
+        let q = Queue::new(8);
+        q.set_consumers(2);
+        assert_eq!(q.estimated_wait(), None, "no rate before the first batch");
+        let (mut a, _ra) = job();
+        a.windows = vec![WindowInput { ids: vec![0; 3000], targets: Vec::new() }];
+        assert!(q.push(a).is_ok());
+        q.record_batch(1000, std::time::Duration::from_secs(1));
+        // 3,000 tokens at 1,000 tokens/s per thread, two threads.
+        assert_eq!(q.estimated_wait(), Some(std::time::Duration::from_millis(1500)));
+        q.record_batch(6000, std::time::Duration::from_secs(1));
+        assert_eq!(q.estimated_wait(), Some(std::time::Duration::from_secs_f64(3000.0 / (2000.0 * 2.0))));
+        assert!(q.pop().is_some());
+        assert_eq!(q.estimated_wait(), Some(std::time::Duration::ZERO));
     }
 
     #[test]
