@@ -12,7 +12,10 @@ use std::path::PathBuf;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 
+use std::net::SocketAddr;
+
 use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::channel::Change;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -183,18 +186,39 @@ impl Remote {
             bail!("no server address given");
         }
         let auth = options.authorization()?;
+        let mut targets = Vec::new();
+        for addr in addrs {
+            targets.push(Target::parse(addr)?);
+        }
+        // Every server to try now: the fixed addresses, and every address of each DNS name.
+        let mut replicas: Vec<(String, String, ClientOptions)> = Vec::new();
+        for t in &targets {
+            match t {
+                Target::Fixed(addr) => replicas.push((addr.clone(), addr.clone(), options.clone())),
+                Target::Dns { host, port } => {
+                    let found = resolve(host, *port).await?;
+                    if found.is_empty() {
+                        bail!("dns:///{host}:{port}: the name has no addresses");
+                    }
+                    for a in found {
+                        replicas.push((t.key(a), a.to_string(), t.options(options)));
+                    }
+                }
+            }
+        }
         let mut endpoints = Vec::new();
         let mut max_request_bytes = max_message_bytes;
         let mut unreachable = Vec::new();
-        for addr in addrs {
-            match connect_one(addr, options, &auth).await {
+        let several = replicas.len() > 1;
+        for (key, addr, opts) in &replicas {
+            match connect_one(addr, opts, &auth).await {
                 Ok((ep, channel, limit)) => {
                     if let Some(limit) = limit {
                         max_request_bytes = max_request_bytes.min(limit);
                     }
-                    endpoints.push((ep, channel));
+                    endpoints.push((key.clone(), ep, channel));
                 }
-                Err(e) if addrs.len() > 1 => {
+                Err(e) if several => {
                     tracing::warn!("{e:#}; going on without it");
                     unreachable.push(format!("{e:#}"));
                 }
@@ -205,10 +229,21 @@ impl Remote {
             bail!("no server could be reached: {}", unreachable.join("; "));
         }
         let servers = endpoints.len();
-        let channel = if endpoints.len() == 1 {
-            endpoints.pop().expect("one").1
+        let dns = targets.iter().any(|t| matches!(t, Target::Dns { .. }));
+        let channel = if endpoints.len() == 1 && !dns {
+            endpoints.pop().expect("one").2
         } else {
-            Channel::balance_list(endpoints.into_iter().map(|(ep, _)| ep))
+            let (channel, changes) = Channel::balance_channel::<String>(64);
+            let mut live = std::collections::BTreeSet::new();
+            for (key, ep, _) in endpoints {
+                live.insert(key.clone());
+                changes.send(Change::Insert(key, ep)).await.context("the balanced channel closed")?;
+            }
+            for t in targets.into_iter().filter(|t| matches!(t, Target::Dns { .. })) {
+                let mine = live.iter().filter(|k| t.owns(k)).cloned().collect();
+                tokio::spawn(refresh(t, mine, options.clone(), changes.clone()));
+            }
+            channel
         };
         let client = StanceClient::new(channel)
             .max_decoding_message_size(max_message_bytes)
@@ -345,6 +380,110 @@ impl Remote {
     }
 }
 
+/// How often a `dns:///` name is resolved again, to follow replicas that come and go.
+pub const DNS_REFRESH: Duration = Duration::from_secs(30);
+
+/// A server address as given: fixed (`HOST:PORT`, `http(s)://HOST:PORT`), or `dns:///NAME:PORT`,
+/// a name whose every address is a replica (a Kubernetes headless Service), resolved again
+/// every [`DNS_REFRESH`].
+enum Target {
+    Fixed(String),
+    Dns { host: String, port: u16 },
+}
+
+impl Target {
+    fn parse(addr: &str) -> Result<Self> {
+        let Some(rest) = addr.strip_prefix("dns:///").or_else(|| addr.strip_prefix("dns:")) else {
+            return Ok(Target::Fixed(addr.to_string()));
+        };
+        let (host, port) = rest
+            .rsplit_once(':')
+            .filter(|(h, _)| !h.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("{addr}: expected dns:///NAME:PORT"))?;
+        let port = port.parse().map_err(|_| anyhow::anyhow!("{addr}: the port {port:?} is not a number"))?;
+        Ok(Target::Dns { host: host.trim_matches(['[', ']']).to_string(), port })
+    }
+
+    /// The balancer's key for one resolved address of this name.
+    fn key(&self, addr: SocketAddr) -> String {
+        match self {
+            Target::Fixed(a) => a.clone(),
+            Target::Dns { host, port } => format!("dns:///{host}:{port}@{addr}"),
+        }
+    }
+
+    fn owns(&self, key: &str) -> bool {
+        matches!(self, Target::Dns { host, port } if key.starts_with(&format!("dns:///{host}:{port}@")))
+    }
+
+    /// Connection options for its addresses: with TLS, the certificate must name the DNS name
+    /// (not the address), unless --tls-domain says otherwise.
+    fn options(&self, options: &ClientOptions) -> ClientOptions {
+        let mut o = options.clone();
+        if let Target::Dns { host, .. } = self {
+            if o.uses_tls() && o.tls_domain.is_none() {
+                o.tls_domain = Some(host.clone());
+            }
+        }
+        o
+    }
+}
+
+async fn resolve(host: &str, port: u16) -> Result<std::collections::BTreeSet<SocketAddr>> {
+    Ok(tokio::net::lookup_host((host, port))
+        .await
+        .with_context(|| format!("resolving dns:///{host}:{port}"))?
+        .collect())
+}
+
+/// Follows a DNS name's addresses: adds each new one to the balancer once it is SERVING, and
+/// removes those that left. Ends when the channel is gone.
+async fn refresh(
+    target: Target,
+    mut live: std::collections::BTreeSet<String>,
+    options: ClientOptions,
+    changes: mpsc::Sender<Change<String, Endpoint>>,
+) {
+    let Target::Dns { host, port } = &target else { return };
+    let opts = target.options(&options);
+    loop {
+        tokio::time::sleep(DNS_REFRESH).await;
+        if changes.is_closed() {
+            return;
+        }
+        let found = match resolve(host, *port).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!("{e:#}; keeping the servers known so far");
+                continue;
+            }
+        };
+        let now: std::collections::BTreeMap<String, SocketAddr> =
+            found.into_iter().map(|a| (target.key(a), a)).collect();
+        for gone in live.iter().filter(|k| !now.contains_key(*k)).cloned().collect::<Vec<_>>() {
+            tracing::info!("{gone}: no longer in DNS; dropping it");
+            live.remove(&gone);
+            if changes.send(Change::Remove(gone)).await.is_err() {
+                return;
+            }
+        }
+        for (key, addr) in now {
+            if live.contains(&key) {
+                continue;
+            }
+            let Ok(ep) = endpoint(&addr.to_string(), Duration::from_secs(10), &opts) else { continue };
+            let Ok(channel) = ep.connect().await else { continue };
+            if wait_serving(&key, channel, Duration::from_secs(120)).await.is_ok() {
+                tracing::info!("{key}: new in DNS and SERVING; adding it");
+                live.insert(key.clone());
+                if changes.send(Change::Insert(key, ep)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// How many times one stream of a job is reopened after it ended with articles outstanding.
 pub const STREAM_RESTARTS: u32 = 5;
 
@@ -468,4 +607,29 @@ async fn connect_one(
         .map_err(|s| anyhow::anyhow!("{addr}: GetModelInfo failed: {}", s.message()))?;
     let limit = info.get_ref().limits.as_ref().map(|l| l.max_message_bytes as usize).filter(|&l| l > 0);
     Ok((ep, channel, limit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse() {
+        assert!(matches!(Target::parse("127.0.0.1:50051").unwrap(), Target::Fixed(a) if a == "127.0.0.1:50051"));
+        for a in ["dns:///stance-grpc.ns.svc:50051", "dns:stance-grpc.ns.svc:50051"] {
+            let t = Target::parse(a).unwrap();
+            assert!(matches!(&t, Target::Dns { host, port: 50051 } if host == "stance-grpc.ns.svc"), "{a}");
+            let key = t.key("10.0.0.7:50051".parse().unwrap());
+            assert!(t.owns(&key) && !t.owns("dns:///other:50051@10.0.0.7:50051"), "{key}");
+        }
+        assert!(matches!(Target::parse("dns:///[::1]:7").unwrap(), Target::Dns { host, port: 7 } if host == "::1"));
+        for bad in ["dns:///name", "dns:///:80", "dns:///name:http"] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+        // With TLS, a DNS name's replicas are checked against the name.
+        let tls = ClientOptions { tls: true, ..Default::default() };
+        let t = Target::parse("dns:///stance.example:443").unwrap();
+        assert_eq!(t.options(&tls).tls_domain.as_deref(), Some("stance.example"));
+        assert_eq!(t.options(&ClientOptions::default()).tls_domain, None);
+    }
 }

@@ -257,6 +257,33 @@ async fn remote_job_finishes_on_the_servers_that_are_up() {
     drop(b);
 }
 
+/// `--remote dns:///NAME:PORT`: every address of the name is a replica (here `localhost`,
+/// whose IPv6 address, if any, has no server: left out with a warning).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_dns_name() {
+    let server = Server::start(&[]);
+    server.ready().await;
+    let port = server.addr.rsplit(':').next().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, small_records(20)).unwrap();
+    let out = dir.path().join("out.jsonl");
+    let args = [
+        input.to_str().unwrap().to_string(),
+        "-o".into(),
+        out.to_str().unwrap().into(),
+        "--remote".into(),
+        format!("dns:///localhost:{port}"),
+    ];
+    let o = tokio::task::spawn_blocking(move || run(&argv(&args), true)).await.unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(id_counts(&lines(&out)).len(), 20);
+    let other = dir.path().join("other.jsonl");
+    let o = run(&[input.to_str().unwrap(), "-o", other.to_str().unwrap(), "--remote", "dns:///localhost"], true);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("expected dns:///NAME:PORT"), "{}", stderr(&o));
+}
+
 /// Three shards of one input cover every record once; `--merge` joins them and refuses a
 /// missing or repeated shard; `--shard N` takes K from JOB_COMPLETION_INDEX.
 #[test]
