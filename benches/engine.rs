@@ -481,8 +481,8 @@ fn server_bench(inputs: &[ArticleInput], clients: usize, rounds: usize) -> Value
         let startup = started.elapsed().as_secs_f64();
         let t = Instant::now();
         let mut tasks = Vec::new();
-        for _ in 0..clients {
-            let mut client = remote.client();
+        for i in 0..clients {
+            let mut client = remote.client(i).expect("a server");
             let inputs = inputs.to_vec();
             tasks.push(tokio::spawn(async move {
                 let mut sentences = 0usize;

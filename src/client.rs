@@ -1,6 +1,6 @@
 //! A client of the `stance.v1` service, used by `stance score --remote` and `stance batch
-//! --remote`: connects to one or several servers (load spread with tonic's
-//! `Channel::balance_list`), waits until they report SERVING, and scores articles over
+//! --remote`: connects to one or several servers (each stream of a job opened on one of them
+//! in turn), waits until they report SERVING, and scores articles over
 //! `ScoreArticles` streams with a bounded number in flight.
 
 use std::collections::HashMap;
@@ -15,7 +15,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use std::net::SocketAddr;
 
 use tonic::metadata::AsciiMetadataValue;
-use tonic::transport::channel::Change;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -167,13 +166,23 @@ pub async fn health(addr: &str, timeout: Duration, options: &ClientOptions) -> R
 /// A connection to one or several servers.
 #[derive(Clone)]
 pub struct Remote {
-    client: StanceClient<Channel>,
-    servers: usize,
+    /// The servers (a `dns:///` name's addresses change as it is resolved again). Each stream
+    /// of a job is opened on one of them in turn, so that a job's few long-lived streams are
+    /// spread evenly, which a per-call balancer does not do for streams opened at once.
+    replicas: Arc<std::sync::Mutex<Vec<Replica>>>,
+    max_message_bytes: usize,
     /// The largest request any of the servers accepts (their `--max-message-bytes`, from
     /// GetModelInfo), capped by ours: a larger article is refused here, as its own error,
     /// instead of breaking the stream it would travel on.
     max_request_bytes: usize,
     auth: Option<AsciiMetadataValue>,
+}
+
+/// One server of a job, by its balancer key (its address, or the DNS name and address).
+#[derive(Clone)]
+struct Replica {
+    key: String,
+    channel: Channel,
 }
 
 impl Remote {
@@ -228,31 +237,36 @@ impl Remote {
         if endpoints.is_empty() {
             bail!("no server could be reached: {}", unreachable.join("; "));
         }
-        let servers = endpoints.len();
-        let dns = targets.iter().any(|t| matches!(t, Target::Dns { .. }));
-        let channel = if endpoints.len() == 1 && !dns {
-            endpoints.pop().expect("one").2
-        } else {
-            let (channel, changes) = Channel::balance_channel::<String>(64);
-            let mut live = std::collections::BTreeSet::new();
-            for (key, ep, _) in endpoints {
-                live.insert(key.clone());
-                changes.send(Change::Insert(key, ep)).await.context("the balanced channel closed")?;
-            }
-            for t in targets.into_iter().filter(|t| matches!(t, Target::Dns { .. })) {
-                let mine = live.iter().filter(|k| t.owns(k)).cloned().collect();
-                tokio::spawn(refresh(t, mine, options.clone(), changes.clone()));
-            }
-            channel
-        };
-        let client = StanceClient::new(channel)
-            .max_decoding_message_size(max_message_bytes)
-            .max_encoding_message_size(max_message_bytes);
-        Ok(Self { client, servers, max_request_bytes, auth })
+        let replicas: Vec<Replica> = endpoints.into_iter().map(|(key, _, channel)| Replica { key, channel }).collect();
+        let replicas = Arc::new(std::sync::Mutex::new(replicas));
+        for t in targets.into_iter().filter(|t| matches!(t, Target::Dns { .. })) {
+            let mine = replicas
+                .lock()
+                .expect("replicas lock")
+                .iter()
+                .filter(|r| t.owns(&r.key))
+                .map(|r| r.key.clone())
+                .collect();
+            tokio::spawn(refresh(t, mine, options.clone(), Arc::downgrade(&replicas)));
+        }
+        Ok(Self { replicas, max_message_bytes, max_request_bytes, auth })
     }
 
-    pub fn client(&self) -> StanceClient<Channel> {
-        self.client.clone()
+    /// How many servers the job can use now.
+    fn servers(&self) -> usize {
+        self.replicas.lock().expect("replicas lock").len()
+    }
+
+    /// A client of the `turn`-th server (round robin over the current ones; `None` when none
+    /// is left), for unary calls.
+    pub fn client(&self, turn: usize) -> Option<StanceClient<Channel>> {
+        let replicas = self.replicas.lock().expect("replicas lock");
+        let r = replicas.get(turn % replicas.len().max(1))?;
+        Some(
+            StanceClient::new(r.channel.clone())
+                .max_decoding_message_size(self.max_message_bytes)
+                .max_encoding_message_size(self.max_message_bytes),
+        )
     }
 
     /// Scores `items` (a caller's sequence number and the article) over `ScoreArticles`
@@ -272,7 +286,7 @@ impl Remote {
             return Ok(());
         }
         let inflight = inflight.max(1);
-        let n_streams = (2 * self.servers).min(total).max(1);
+        let n_streams = (2 * self.servers()).min(total).max(1);
         let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
         let mut streams: Vec<Slot> =
             (0..n_streams).map(|k| Slot::open(self, k, 0, Duration::ZERO, inflight, events_tx.clone())).collect();
@@ -298,9 +312,17 @@ impl Remote {
         let mut next = 0usize;
         let mut done = 0usize;
         let mut fed = 0usize;
+        // Servers a `dns:///` name gains during the job get streams of their own.
+        let mut grow = tokio::time::interval(Duration::from_secs(2));
         while done < total {
             let mut finished: Vec<(u64, String, Result<ArticleScore, Failure>)> = Vec::new();
             tokio::select! {
+                _ = grow.tick() => {
+                    while streams.len() < (2 * self.servers()).min(total) {
+                        let k = streams.len();
+                        streams.push(Slot::open(self, k, 0, Duration::ZERO, inflight, events_tx.clone()));
+                    }
+                }
                 item = todo.recv(), if fed < total => {
                     let Some((seq, article)) = item else { continue };
                     fed += 1;
@@ -436,19 +458,19 @@ async fn resolve(host: &str, port: u16) -> Result<std::collections::BTreeSet<Soc
         .collect())
 }
 
-/// Follows a DNS name's addresses: adds each new one to the balancer once it is SERVING, and
-/// removes those that left. Ends when the channel is gone.
+/// Follows a DNS name's addresses: adds each new one to the job's servers once it is SERVING,
+/// and removes those that left. Ends when the job's connection is gone.
 async fn refresh(
     target: Target,
     mut live: std::collections::BTreeSet<String>,
     options: ClientOptions,
-    changes: mpsc::Sender<Change<String, Endpoint>>,
+    replicas: std::sync::Weak<std::sync::Mutex<Vec<Replica>>>,
 ) {
     let Target::Dns { host, port } = &target else { return };
     let opts = target.options(&options);
     loop {
         tokio::time::sleep(DNS_REFRESH).await;
-        if changes.is_closed() {
+        if replicas.strong_count() == 0 {
             return;
         }
         let found = match resolve(host, *port).await {
@@ -460,12 +482,14 @@ async fn refresh(
         };
         let now: std::collections::BTreeMap<String, SocketAddr> =
             found.into_iter().map(|a| (target.key(a), a)).collect();
-        for gone in live.iter().filter(|k| !now.contains_key(*k)).cloned().collect::<Vec<_>>() {
-            tracing::info!("{gone}: no longer in DNS; dropping it");
-            live.remove(&gone);
-            if changes.send(Change::Remove(gone)).await.is_err() {
-                return;
+        let gone: Vec<String> = live.iter().filter(|k| !now.contains_key(*k)).cloned().collect();
+        if !gone.is_empty() {
+            let Some(list) = replicas.upgrade() else { return };
+            for key in &gone {
+                tracing::info!("{key}: no longer in DNS; dropping it");
+                live.remove(key);
             }
+            list.lock().expect("replicas lock").retain(|r| !gone.contains(&r.key));
         }
         for (key, addr) in now {
             if live.contains(&key) {
@@ -473,12 +497,11 @@ async fn refresh(
             }
             let Ok(ep) = endpoint(&addr.to_string(), Duration::from_secs(10), &opts) else { continue };
             let Ok(channel) = ep.connect().await else { continue };
-            if wait_serving(&key, channel, Duration::from_secs(120)).await.is_ok() {
+            if wait_serving(&key, channel.clone(), Duration::from_secs(120)).await.is_ok() {
+                let Some(list) = replicas.upgrade() else { return };
                 tracing::info!("{key}: new in DNS and SERVING; adding it");
                 live.insert(key.clone());
-                if changes.send(Change::Insert(key, ep)).await.is_err() {
-                    return;
-                }
+                list.lock().expect("replicas lock").push(Replica { key, channel });
             }
         }
     }
@@ -520,10 +543,16 @@ impl Slot {
     ) -> Slot {
         // Capacity: at most `inflight` articles are outstanding, so sends never wait.
         let (tx, rx) = mpsc::channel::<pb::ScoreArticleRequest>(capacity);
-        let mut client = remote.client.clone();
+        // Stream k's g-th opening goes to server k + g: a reopened stream moves to the next one.
+        let client = remote.client(stream + generation as usize);
         let call = authorize(tonic::Request::new(ReceiverStream::new(rx)), &remote.auth);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
+            let Some(mut client) = client else {
+                let status = Status::unavailable("no server is left to send to");
+                let _ = events.send(Event::Ended { stream, generation, status });
+                return;
+            };
             let status = match client.score_articles(call).await {
                 Ok(resp) => {
                     let mut answers = resp.into_inner();
