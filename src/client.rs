@@ -270,7 +270,7 @@ impl Remote {
     }
 
     /// Scores `items` (a caller's sequence number and the article) over `ScoreArticles`
-    /// streams (two per server, so a balanced channel spreads them), with at most `inflight`
+    /// streams (two per server, each opened on the servers in turn), with at most `inflight`
     /// articles outstanding. `on_result` is called exactly once per item as results arrive, in
     /// any order. Articles the server refuses with RESOURCE_EXHAUSTED (its queue is full) are
     /// sent again after a short pause. A stream that ends or fails with articles outstanding
