@@ -503,7 +503,8 @@ async fn occupy(server: &Server) -> tokio::task::JoinHandle<Result<ArticleScore,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_refuses_before_preparing() {
-    let server = Server::start(&["--max-queue", "1", "--max-windows", "100000"]);
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let server = Server::start(&["--max-queue", "1", "--max-windows", "100000", "--metrics-addr", &metrics_addr]);
     server.ready().await;
     let _busy = occupy(&server).await;
     let mut c = client(&server).await;
@@ -513,7 +514,7 @@ async fn a_full_queue_refuses_before_preparing() {
         let text = text.clone();
         async move { score(&mut c, article("waiting", &text)).await }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_queued(&metrics_addr, 1).await;
     assert!(!waiting.is_finished());
     // Preparing this one would find its mention out of range; the full queue answers first.
     let bad = ExplicitMention { start: 0, end: text.len() + 5, actor: "Russia".into() };
@@ -535,10 +536,23 @@ async fn scrape(addr: &str) -> String {
     body
 }
 
+/// Waits until the server's queue holds an article (its `stance_queue_depth` gauge), so that a
+/// test does not depend on how long preparing one takes on a loaded machine.
+async fn wait_queued(metrics_addr: &str, articles: usize) {
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while sample(&scrape(metrics_addr).await, "stance_queue_depth", &[]) < articles as f64 {
+        assert!(std::time::Instant::now() < until, "nothing reached the queue in 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn sample(metrics: &str, name: &str, labels: &[&str]) -> f64 {
     metrics
         .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
+        .filter(|l| {
+            (l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+                && labels.iter().all(|x| l.contains(x))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -553,11 +567,12 @@ async fn expired_and_cancelled_requests_are_counted() {
     // Queued behind the long article: one with a deadline it cannot meet, one its client drops.
     let mut c = client(&server).await;
     let mut expiring = Request::new(request(article("expiring", &text)));
-    expiring.set_timeout(Duration::from_millis(400));
+    expiring.set_timeout(Duration::from_secs(2));
     let expired = tokio::spawn(async move { c.score_article(expiring).await.map(|_| ()) });
     let mut c = client(&server).await;
     let dropped = tokio::spawn(async move { score(&mut c, article("dropped", &text)).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Both wait in the queue before the client of one lets go.
+    wait_queued(&metrics_addr, 2).await;
     dropped.abort();
     let err = expired.await.unwrap().unwrap_err();
     assert!(matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled), "{err:?}");
@@ -581,7 +596,8 @@ async fn expired_and_cancelled_requests_are_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deadline_shorter_than_the_queue_ahead_is_refused_at_once() {
-    let server = Server::start(&["--max-windows", "100000"]);
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let server = Server::start(&["--max-windows", "100000", "--metrics-addr", &metrics_addr]);
     server.ready().await;
     // One article scored first tells the server how fast it drains its queue.
     score(&mut client(&server).await, article("first", &fixture_text())).await.unwrap();
@@ -593,7 +609,7 @@ async fn a_deadline_shorter_than_the_queue_ahead_is_refused_at_once() {
         let mut c = c.clone();
         async move { score(&mut c, article("waiting", &long)).await }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_queued(&metrics_addr, 1).await;
     let mut hurried = Request::new(request(article("hurried", &fixture_text())));
     hurried.set_timeout(Duration::from_secs(1));
     let err = c.score_article(hurried).await.unwrap_err();
