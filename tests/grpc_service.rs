@@ -569,6 +569,8 @@ async fn expired_and_cancelled_requests_are_counted() {
     let mut expiring = Request::new(request(article("expiring", &text)));
     expiring.set_timeout(Duration::from_secs(2));
     let expired = tokio::spawn(async move { c.score_article(expiring).await.map(|_| ()) });
+    // Queued first, so that deadline admission sees an empty queue ahead of it.
+    wait_queued(&metrics_addr, 1).await;
     let mut c = client(&server).await;
     let dropped = tokio::spawn(async move { score(&mut c, article("dropped", &text)).await });
     // Both wait in the queue before the client of one lets go.
