@@ -52,6 +52,11 @@ fn argv(a: &[String]) -> Vec<&str> {
     a.iter().map(String::as_str).collect()
 }
 
+/// `INPUT -o OUT --remote REMOTE`, as owned strings for a job run off the async workers.
+fn remote_args(input: &Path, out: &Path, remote: &str) -> Vec<String> {
+    [input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--remote", remote].map(String::from).to_vec()
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -268,13 +273,7 @@ async fn remote_dns_name() {
     let input = dir.path().join("in.jsonl");
     std::fs::write(&input, small_records(20)).unwrap();
     let out = dir.path().join("out.jsonl");
-    let args = [
-        input.to_str().unwrap().to_string(),
-        "-o".into(),
-        out.to_str().unwrap().into(),
-        "--remote".into(),
-        format!("dns:///localhost:{port}"),
-    ];
+    let args = remote_args(&input, &out, &format!("dns:///localhost:{port}"));
     let o = tokio::task::spawn_blocking(move || run(&argv(&args), true)).await.unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(id_counts(&lines(&out)).len(), 20);
@@ -348,13 +347,7 @@ async fn remote_record_over_the_message_limit_is_an_error_record() {
     recs.insert(3, json!({"id": "big", "text": "Russia said so. ".repeat(6_000)}).to_string());
     std::fs::write(&input, recs.join("\n") + "\n").unwrap();
     let out = dir.path().join("out.jsonl");
-    let args = [
-        input.to_str().unwrap().to_string(),
-        "-o".into(),
-        out.to_str().unwrap().into(),
-        "--remote".into(),
-        server.addr.clone(),
-    ];
+    let args = remote_args(&input, &out, &server.addr);
     let job = move || run(&argv(&args), true);
     let o = tokio::task::spawn_blocking(job.clone()).await.unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
