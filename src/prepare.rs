@@ -104,13 +104,14 @@ pub fn prepare(
     if found.len() > limits.max_mentions {
         return Err(InputError::TooManyMentions { count: found.len(), max: limits.max_mentions });
     }
-    // Each mention belongs to the sentence holding its start (explicit mentions were checked
-    // to lie inside one); a lexicon match outside every sentence (the caller's spans need not
-    // cover the text) is in no sentence to score.
+    // Each mention belongs to the sentence that holds it whole (explicit mentions were checked
+    // to lie inside one); a lexicon match outside every sentence, or across a sentence's end
+    // (the caller's spans need not cover the text, nor end at word boundaries), is in no
+    // sentence to score.
     let mut per_sentence: Vec<Vec<(usize, usize, String)>> = vec![Vec::new(); segments.len()];
     for m in found {
         let i = segments.partition_point(|s| s.1 <= m.0);
-        if segments.get(i).is_some_and(|s| s.0 <= m.0) {
+        if segments.get(i).is_some_and(|s| s.0 <= m.0 && m.1 <= s.1) {
             per_sentence[i].push(m);
         }
     }
@@ -244,6 +245,16 @@ mod tests {
         assert_eq!(p.sentences.len(), 1);
         let names: Vec<&str> = p.sentences[0].actors.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(names, ["Russia"]);
+        // A given sentence that ends inside a name: the name is not in it (found by
+        // tests/properties.rs).
+        let input = ArticleInput {
+            id: "s".into(),
+            text: "Türkiye said so.".into(),
+            sentences: Some(vec![crate::input::SpanInput { start: 0, end: 1 }]),
+            ..Default::default()
+        };
+        let p = prepare(&bundled_tokenizer(), &matcher, &Limits::default(), input).unwrap();
+        assert!(p.sentences[0].actors.is_empty(), "{:?}", p.sentences[0].actors);
     }
 
     #[test]
