@@ -19,7 +19,8 @@ need=()
 for c in podman runc mmdebstrap; do command -v "$c" >/dev/null || need+=("$c"); done
 if [ ${#need[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || { echo "missing ${need[*]} (Debian packages podman, runc, mmdebstrap)" >&2; exit 1; }
-  apt-get install -y -q podman runc mmdebstrap >/dev/null
+  apt-get install -y -q podman runc mmdebstrap >/dev/null \
+    || { apt-get update -q >/dev/null && apt-get install -y -q podman runc mmdebstrap >/dev/null; }
 fi
 podman=(podman --runtime runc --cgroup-manager cgroupfs)
 limits=(--ulimit nofile=1024:1024 --ulimit nproc=1024:1024)
