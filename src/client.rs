@@ -221,11 +221,11 @@ impl Remote {
         let several = replicas.len() > 1;
         for (key, addr, opts) in &replicas {
             match connect_one(addr, opts, &auth).await {
-                Ok((ep, channel, limit)) => {
+                Ok((channel, limit)) => {
                     if let Some(limit) = limit {
                         max_request_bytes = max_request_bytes.min(limit);
                     }
-                    endpoints.push((key.clone(), ep, channel));
+                    endpoints.push(Replica { key: key.clone(), channel });
                 }
                 Err(e) if several => {
                     tracing::warn!("{e:#}; going on without it");
@@ -237,8 +237,7 @@ impl Remote {
         if endpoints.is_empty() {
             bail!("no server could be reached: {}", unreachable.join("; "));
         }
-        let replicas: Vec<Replica> = endpoints.into_iter().map(|(key, _, channel)| Replica { key, channel }).collect();
-        let replicas = Arc::new(std::sync::Mutex::new(replicas));
+        let replicas = Arc::new(std::sync::Mutex::new(endpoints));
         for t in targets.into_iter().filter(|t| matches!(t, Target::Dns { .. })) {
             let mine = replicas
                 .lock()
@@ -626,7 +625,7 @@ async fn connect_one(
     addr: &str,
     options: &ClientOptions,
     auth: &Option<AsciiMetadataValue>,
-) -> Result<(Endpoint, Channel, Option<usize>)> {
+) -> Result<(Channel, Option<usize>)> {
     let ep = endpoint(addr, Duration::from_secs(10), options)?;
     let channel = ep.connect().await.with_context(|| format!("cannot connect to the stance server at {addr}"))?;
     wait_serving(addr, channel.clone(), Duration::from_secs(120)).await?;
@@ -635,7 +634,7 @@ async fn connect_one(
         .await
         .map_err(|s| anyhow::anyhow!("{addr}: GetModelInfo failed: {}", s.message()))?;
     let limit = info.get_ref().limits.as_ref().map(|l| l.max_message_bytes as usize).filter(|&l| l > 0);
-    Ok((ep, channel, limit))
+    Ok((channel, limit))
 }
 
 #[cfg(test)]

@@ -7,19 +7,21 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use tonic::{Request, Status};
 
-/// An interceptor that lets a request through when it carries `authorization: Bearer KEY`.
+/// An interceptor that lets a request through when it carries `authorization: Bearer KEY`,
+/// or every request when there is no key.
 #[derive(Clone)]
-pub struct ApiKey(Arc<[u8]>);
+pub struct ApiKey(Option<Arc<[u8]>>);
 
 impl ApiKey {
-    pub fn new(key: &str) -> Self {
-        Self(key.as_bytes().into())
+    pub fn new(key: Option<&str>) -> Self {
+        Self(key.map(|k| k.as_bytes().into()))
     }
 
     fn accepts(&self, header: Option<&[u8]>) -> bool {
+        let Some(key) = &self.0 else { return true };
         let Some(token) = header.and_then(|h| h.strip_prefix(b"Bearer ")) else { return false };
         // The length may leak (ct_eq of different lengths is false at once), the key does not.
-        bool::from(token.ct_eq(&self.0))
+        bool::from(token.ct_eq(key))
     }
 }
 
@@ -41,7 +43,8 @@ mod tests {
 
     #[test]
     fn only_the_exact_bearer_token_passes() {
-        let k = ApiKey::new("s3cret");
+        assert!(ApiKey::new(None).accepts(None));
+        let k = ApiKey::new(Some("s3cret"));
         assert!(k.accepts(Some(b"Bearer s3cret")));
         assert!(!k.accepts(Some(b"Bearer s3cre")));
         assert!(!k.accepts(Some(b"Bearer s3cret2")));

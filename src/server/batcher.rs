@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::metrics;
-use super::queue::{Job, JobError, Queue};
+use super::queue::{Job, JobError, Queue, Reply};
 use crate::batches::{self, WindowInput};
 use crate::pipeline::Engine;
 
@@ -35,24 +35,36 @@ pub fn spawn(
     std::thread::Builder::new().name(format!("stance-compute-{index}")).spawn(move || run(&engine, &queue, config))
 }
 
+/// Why a job is no longer worth computing, if it is not: the reason the skip metric counts,
+/// and the answer owed (none when nobody listens any more).
+fn verdict(job: &Job, queue: &Queue) -> Option<(&'static str, Option<JobError>)> {
+    if queue.cancelled() {
+        return Some(("shutdown", Some(JobError::Cancelled)));
+    }
+    // Expiry before abandonment: the handler also lets go of a job whose deadline passed.
+    if job.expired(Instant::now()) {
+        return Some(("deadline", Some(JobError::Expired)));
+    }
+    job.abandoned().then_some(("cancelled", None))
+}
+
+/// Counts a skipped job and gives it its answer.
+fn skip(reply: Reply, (reason, answer): (&'static str, Option<JobError>)) {
+    metrics::skipped(reason);
+    if let Some(e) = answer {
+        let _ = reply.send(Err(e));
+    }
+}
+
 /// Whether a job still needs computing; answers or drops the ones that do not.
 fn live(job: Job, queue: &Queue) -> Option<Job> {
-    if queue.cancelled() {
-        metrics::skipped("shutdown");
-        let _ = job.reply.send(Err(JobError::Cancelled));
-        return None;
+    match verdict(&job, queue) {
+        Some(v) => {
+            skip(job.reply, v);
+            None
+        }
+        None => Some(job),
     }
-    // Expiry first: the handler also lets go of a job whose deadline passed.
-    if job.expired(Instant::now()) {
-        metrics::skipped("deadline");
-        let _ = job.reply.send(Err(JobError::Expired));
-        return None;
-    }
-    if job.abandoned() {
-        metrics::skipped("cancelled");
-        return None;
-    }
-    Some(job)
 }
 
 fn run(engine: &Engine, queue: &Queue, config: BatchConfig) {
@@ -84,19 +96,8 @@ fn compute_large(engine: &Engine, queue: &Queue, job: Job, max_tokens: usize) {
     let windows: Vec<&WindowInput> = job.windows.iter().collect();
     for piece in batches::pack(&windows, max_tokens) {
         if !scores.is_empty() {
-            if queue.cancelled() {
-                metrics::skipped("shutdown");
-                let _ = job.reply.send(Err(JobError::Cancelled));
-                return;
-            }
-            if job.expired(Instant::now()) {
-                metrics::skipped("deadline");
-                let _ = job.reply.send(Err(JobError::Expired));
-                return;
-            }
-            if job.abandoned() {
-                metrics::skipped("cancelled");
-                return;
+            if let Some(v) = verdict(&job, queue) {
+                return skip(job.reply, v);
             }
         }
         let started = Instant::now();

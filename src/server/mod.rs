@@ -125,8 +125,7 @@ impl Core {
     fn start(engine: Engine, config: &ServerConfig) -> std::io::Result<Self> {
         // One token budget from the flag to the encoder call.
         let engine = Arc::new(engine.with_max_batch_tokens(config.batch.max_batch_tokens));
-        let queue = Arc::new(Queue::new(config.max_queue));
-        queue.set_consumers(config.compute_threads.max(1));
+        let queue = Arc::new(Queue::new(config.max_queue, config.compute_threads));
         let threads = (0..config.compute_threads.max(1))
             .map(|i| batcher::spawn(i, engine.clone(), queue.clone(), config.batch))
             .collect::<std::io::Result<Vec<_>>>()?;
@@ -495,22 +494,6 @@ impl pb::stance_server::Stance for StanceService {
     }
 }
 
-/// The Stance service's gate: open, or an API key.
-#[derive(Clone)]
-enum Authorize {
-    Open,
-    Key(auth::ApiKey),
-}
-
-impl tonic::service::Interceptor for Authorize {
-    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
-        match self {
-            Authorize::Open => Ok(req),
-            Authorize::Key(k) => k.call(req),
-        }
-    }
-}
-
 /// Resolves on SIGTERM or SIGINT. Handlers are installed when this is called, not when polled.
 fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
@@ -627,10 +610,8 @@ where
             .tls_config(tls.server_config()?)
             .context("setting up TLS (--tls-cert, --tls-key, --tls-client-ca: PEM files)")?;
     }
-    let stance = tonic::service::interceptor::InterceptedService::new(
-        stance,
-        config.api_key.as_deref().map(auth::ApiKey::new).map_or(Authorize::Open, Authorize::Key),
-    );
+    let stance =
+        tonic::service::interceptor::InterceptedService::new(stance, auth::ApiKey::new(config.api_key.as_deref()));
     let server = builder
         .layer(tonic::service::InterceptorLayer::new(stamp_arrival as fn(Request<()>) -> Result<Request<()>, Status>))
         .layer(tower::util::MapResponseLayer::new(oversized_is_resource_exhausted::<tonic::body::Body> as fn(_) -> _))

@@ -25,10 +25,13 @@ pub enum JobError {
     Cancelled,
 }
 
+/// Where a job's scores (or why there are none) go.
+pub type Reply = oneshot::Sender<Result<Vec<WindowScores>, JobError>>;
+
 /// One article's windows, waiting for the encoder.
 pub struct Job {
     pub windows: Vec<WindowInput>,
-    pub reply: oneshot::Sender<Result<Vec<WindowScores>, JobError>>,
+    pub reply: Reply,
     pub deadline: Option<Instant>,
     pub enqueued: Instant,
 }
@@ -58,6 +61,15 @@ pub enum PushError {
     Closed,
 }
 
+impl Inner {
+    fn pop_front(&mut self) -> Option<Job> {
+        let job = self.jobs.pop_front()?;
+        self.tokens -= job.tokens();
+        super::metrics::queue_depth(self.jobs.len());
+        Some(job)
+    }
+}
+
 struct Inner {
     jobs: VecDeque<Job>,
     /// Tokens of all queued jobs.
@@ -78,7 +90,8 @@ pub struct Queue {
 }
 
 impl Queue {
-    pub fn new(capacity: usize) -> Self {
+    /// A queue of at most `capacity` jobs, drained by `consumers` compute threads.
+    pub fn new(capacity: usize, consumers: usize) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 jobs: VecDeque::new(),
@@ -86,7 +99,7 @@ impl Queue {
                 closed: false,
                 cancelled: false,
                 rate: 0.0,
-                consumers: 1,
+                consumers: consumers.max(1),
             }),
             ready: Condvar::new(),
             capacity: capacity.max(1),
@@ -128,9 +141,7 @@ impl Queue {
     pub fn pop(&self) -> Option<Job> {
         let mut inner = self.inner.lock().expect("queue lock");
         loop {
-            if let Some(job) = inner.jobs.pop_front() {
-                inner.tokens -= job.tokens();
-                super::metrics::queue_depth(inner.jobs.len());
+            if let Some(job) = inner.pop_front() {
                 return Some(job);
             }
             if inner.closed {
@@ -144,9 +155,7 @@ impl Queue {
     pub fn pop_until(&self, until: Instant) -> Option<Job> {
         let mut inner = self.inner.lock().expect("queue lock");
         loop {
-            if let Some(job) = inner.jobs.pop_front() {
-                inner.tokens -= job.tokens();
-                super::metrics::queue_depth(inner.jobs.len());
+            if let Some(job) = inner.pop_front() {
                 return Some(job);
             }
             let now = Instant::now();
@@ -178,11 +187,6 @@ impl Queue {
         for job in jobs {
             let _ = job.reply.send(Err(JobError::Cancelled));
         }
-    }
-
-    /// How many compute threads drain the queue (for [`Queue::estimated_wait`]).
-    pub fn set_consumers(&self, n: usize) {
-        self.inner.lock().expect("queue lock").consumers = n.max(1);
     }
 
     /// A compute thread ran `tokens` in `elapsed`: updates the drain rate.
@@ -224,7 +228,7 @@ mod tests {
 
     #[test]
     fn bounded_and_closable() {
-        let q = Queue::new(2);
+        let q = Queue::new(2, 1);
         let (a, _ra) = job();
         let (b, _rb) = job();
         let (c, _rc) = job();
@@ -242,7 +246,7 @@ mod tests {
 
     #[test]
     fn cancel_answers_the_queued_jobs_and_refuses_new_ones() {
-        let q = Queue::new(4);
+        let q = Queue::new(4, 1);
         let (a, mut ra) = job();
         let (b, mut rb) = job();
         assert!(q.push(a).is_ok());
@@ -260,8 +264,7 @@ mod tests {
 
     #[test]
     fn the_estimated_wait_follows_queued_tokens_and_the_drain_rate() {
-        let q = Queue::new(8);
-        q.set_consumers(2);
+        let q = Queue::new(8, 2);
         assert_eq!(q.estimated_wait(), None, "no rate before the first batch");
         let (mut a, _ra) = job();
         a.windows = vec![WindowInput { ids: vec![0; 3000], targets: Vec::new() }];
