@@ -72,7 +72,7 @@ struct BatchArgs {
 
 #[derive(Args, Clone)]
 struct ModelArgs {
-    /// Model folder, or a Hugging Face Hub id `org/name[@revision]`. Default: the bundled model.
+    /// Model folder, or a Hugging Face Hub id `org/name[@revision]`. Default: models/mpnet-base-stance.
     #[arg(long, env = "STANCE_MODEL")]
     model: Option<String>,
 }
@@ -87,7 +87,7 @@ impl ModelArgs {
     }
 }
 
-/// The bundled model: `models/minilm-l6-stance` under the working directory, else under the
+/// The default model: `models/mpnet-base-stance` under the working directory, else under the
 /// source tree this binary was built from.
 fn default_model_dir() -> PathBuf {
     let local = PathBuf::from(stance::DEFAULT_MODEL_DIR);
@@ -146,7 +146,7 @@ struct ScoreArgs {
 #[derive(Args)]
 struct TrainArgs {
     /// Folder with the base encoder (config.json, tokenizer.json, encoder.safetensors).
-    #[arg(long, default_value = stance::DEFAULT_MODEL_DIR)]
+    #[arg(long, default_value = stance::SMALL_MODEL_DIR)]
     base: String,
     /// Folder holding newsmtsc/ and vader/ (and conflict-stance/ with --conflict).
     #[arg(long, default_value = "../shared/data")]

@@ -186,15 +186,13 @@ mod tests {
     use crate::input::ExplicitMention;
 
     fn bundled_tokenizer() -> SentenceTokenizer {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(crate::DEFAULT_MODEL_DIR).join("tokenizer.json");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(crate::SMALL_MODEL_DIR).join("tokenizer.json");
         SentenceTokenizer::from_file(&path, 128, ("[CLS]", "[SEP]")).unwrap()
     }
 
     #[test]
     fn marker_models_get_one_marked_window_per_actor() {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(crate::DEFAULT_MODEL_DIR).join("tokenizer.json");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(crate::SMALL_MODEL_DIR).join("tokenizer.json");
         let tok = bundled_tokenizer().with_markers(&path, "<", ">").unwrap();
         let (open, close) = tok.markers().unwrap();
         let lexicon = Lexicon::default_actors();

@@ -16,7 +16,7 @@ use stance::scores::Polarity;
 const TOLERANCE: f32 = 2e-4;
 
 fn engine(fast: bool) -> Engine {
-    engine_of(stance::DEFAULT_MODEL_DIR, fast)
+    engine_of(stance::SMALL_MODEL_DIR, fast)
 }
 
 fn engine_of(dir: &str, fast: bool) -> Engine {

@@ -19,7 +19,7 @@ const SENTENCES: [&str; 3] = [
 ];
 
 fn base() -> ModelFiles {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(stance::DEFAULT_MODEL_DIR);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(stance::SMALL_MODEL_DIR);
     ModelFiles::from_dir(&dir).expect("bundled model folder")
 }
 

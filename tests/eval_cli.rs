@@ -12,7 +12,7 @@ use common::{root, stance};
 /// A model folder whose big files are links to the bundled model's and whose manifest is a
 /// copy, so that `--calibrate` can write it.
 fn model_copy(dir: &Path) -> std::path::PathBuf {
-    let src = root().join(stance::DEFAULT_MODEL_DIR);
+    let src = root().join(stance::SMALL_MODEL_DIR);
     let dst = dir.join("model");
     std::fs::create_dir(&dst).unwrap();
     for f in ["config.json", "tokenizer.json", "encoder.safetensors", "stance.safetensors"] {

@@ -11,7 +11,7 @@ fn eval(predictions: &Path, reference: bool) -> Vec<serde_json::Value> {
     cmd.current_dir(&root)
         .args(["eval", "--test", "false", "--predictions"])
         .arg(predictions)
-        .env_remove("STANCE_MODEL");
+        .env("STANCE_MODEL", root.join(stance::SMALL_MODEL_DIR));
     if reference {
         cmd.arg("--reference-encoder");
     }

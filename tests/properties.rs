@@ -17,7 +17,7 @@ use stance::Engine;
 
 static ENGINE: LazyLock<Engine> = LazyLock::new(|| {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let files = ModelFiles::from_dir(&root.join(stance::DEFAULT_MODEL_DIR)).unwrap_or_else(|e| panic!("{e}"));
+    let files = ModelFiles::from_dir(&root.join(stance::SMALL_MODEL_DIR)).unwrap_or_else(|e| panic!("{e}"));
     Engine::new(StanceModel::load_with(&files, true).unwrap(), Lexicon::default_actors(), Limits::default()).unwrap()
 });
 

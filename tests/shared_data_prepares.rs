@@ -18,7 +18,7 @@ fn every_shared_record_prepares() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = DataDir(root.join("../shared/data"));
     assert!(dir.0.is_dir(), "{} not found; this test needs ../shared/data beside the repository", dir.0.display());
-    let files = ModelFiles::from_dir(&root.join(stance::DEFAULT_MODEL_DIR)).unwrap_or_else(|e| panic!("{e}"));
+    let files = ModelFiles::from_dir(&root.join(stance::SMALL_MODEL_DIR)).unwrap_or_else(|e| panic!("{e}"));
     let engine =
         Engine::new(StanceModel::load_with(&files, true).unwrap(), Lexicon::default_actors(), Limits::default())
             .unwrap();

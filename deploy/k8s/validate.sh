@@ -33,6 +33,20 @@ for k in "${kustomizations[@]}"; do
   echo "rendered deploy/k8s/$k: $(grep -c '^kind:' "$f") objects"
 done
 
+# components/small-model is in none of them: render it over base and batch, in throwaway
+# kustomizations under target/.
+tmp=target/k8s-small-model
+rm -rf "$tmp"
+for k in base batch; do
+  mkdir -p "$tmp/$k"
+  printf '%s\n' "apiVersion: kustomize.config.k8s.io/v1beta1" "kind: Kustomization" \
+    "resources: [../../../deploy/k8s/$k]" \
+    "components: [../../../deploy/k8s/components/small-model]" >"$tmp/$k/kustomization.yaml"
+  f="$out/small-model-$k.yaml"
+  "${offline[@]}" kubectl kustomize "$tmp/$k" >"$f"
+  echo "rendered deploy/k8s/$k + components/small-model: $(grep -c '^kind:' "$f") objects"
+done
+
 args=(--strict --quiet)
 for v in "${versions[@]}"; do args+=(-k "$v"); done
 set +e
@@ -46,18 +60,23 @@ if [ "$rc" -ne 0 ] || [ -n "$report" ]; then
   exit 1
 fi
 
-# What the schemas cannot see: each batch Job runs as many pods as it has shards.
+# What the schemas cannot see: each batch Job runs as many pods as it has shards, and
+# components/small-model reaches every Deployment and Job it is applied to.
 "$venv/bin/python" - "$out"/*.yaml <<'PY'
-import sys, yaml
+import os, sys, yaml
 bad = []
 for path in sys.argv[1:]:
+    small = os.path.basename(path).startswith("small-model-")
     for doc in yaml.safe_load_all(open(path)):
-        if not doc or doc.get("kind") != "Job":
+        if not doc or doc.get("kind") not in ("Deployment", "Job"):
             continue
         spec = doc["spec"]
+        name = f"{path}: {doc['kind']} {doc['metadata']['name']}"
         env = {e["name"]: e.get("value") for c in spec["template"]["spec"]["containers"] for e in c.get("env", [])}
-        if str(spec.get("completions")) != env.get("STANCE_SHARD"):
-            bad.append(f"{path}: Job {doc['metadata']['name']}: completions {spec.get('completions')} but STANCE_SHARD {env.get('STANCE_SHARD')}")
+        if small and env.get("STANCE_MODEL") != "models/minilm-l6-stance":
+            bad.append(f"{name}: STANCE_MODEL {env.get('STANCE_MODEL')} with components/small-model")
+        if doc["kind"] == "Job" and str(spec.get("completions")) != env.get("STANCE_SHARD"):
+            bad.append(f"{name}: completions {spec.get('completions')} but STANCE_SHARD {env.get('STANCE_SHARD')}")
 for b in bad:
     print(b, file=sys.stderr)
 sys.exit(1 if bad else 0)

@@ -38,7 +38,7 @@ pub enum ModelError {
     Invalid { path: PathBuf, what: &'static str, reason: String },
     #[error(transparent)]
     Tokenizer(#[from] crate::tokens::TokenizerError),
-    #[error("cannot fetch {file} of {repo} from the Hugging Face Hub: {reason}. Without network access, use --model PATH with a local model folder (the bundled one is models/minilm-l6-stance), or fill the Hub cache (HF_HOME) beforehand")]
+    #[error("cannot fetch {file} of {repo} from the Hugging Face Hub: {reason}. Without network access, use --model PATH with a local model folder (the default is models/mpnet-base-stance, the small one models/minilm-l6-stance), or fill the Hub cache (HF_HOME) beforehand")]
     Hub { repo: String, file: String, reason: String },
 }
 
@@ -77,7 +77,7 @@ impl ModelFiles {
             ModelError::MissingFile {
                 dir: dir.to_path_buf(),
                 file: "encoder.safetensors",
-                hint: "a model folder needs the base encoder weights (encoder.safetensors or model.safetensors); where they are not committed, the folder's PROVENANCE.md says how to fetch them (models/mpnet-base-stance: bash models/all-mpnet-base-v2/fetch.sh models/mpnet-base-stance)",
+                hint: "a model folder needs the base encoder weights (encoder.safetensors or model.safetensors); where they are not committed, the folder's PROVENANCE.md says how to fetch them (models/mpnet-base-stance, the default: bash models/all-mpnet-base-v2/fetch.sh models/mpnet-base-stance; or score with the small committed model: --model models/minilm-l6-stance)",
             },
         )?;
         Ok(Self {

@@ -15,8 +15,8 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_stance")
 }
 
-/// `--model` arguments: none (the bundled default model) unless `STANCE_TEST_MODEL` names a
-/// folder (development only).
+/// `--model` arguments: none (the small model, from `stance()`'s environment) unless
+/// `STANCE_TEST_MODEL` names a folder (development only).
 pub fn model_args() -> Vec<String> {
     match std::env::var("STANCE_TEST_MODEL") {
         Ok(m) if !m.is_empty() => vec!["--model".into(), m],
@@ -38,6 +38,9 @@ pub fn stance() -> Command {
             cmd.env_remove(v);
         }
     }
+    // The small committed model: the tests run on a fresh clone, where the default model's
+    // base weights are not fetched yet (a test of the default removes this).
+    cmd.env("STANCE_MODEL", root().join(stance::SMALL_MODEL_DIR));
     cmd
 }
 

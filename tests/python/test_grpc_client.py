@@ -47,9 +47,9 @@ def stubs(tmp_path_factory):
 def server():
     """The real server on 127.0.0.1 with an ephemeral port; yields its address."""
     binary = os.environ.get("STANCE_BIN", str(ROOT / "target" / "release" / "stance"))
-    args = [binary, "serve", "--addr", "127.0.0.1:0"]
-    if os.environ.get("STANCE_TEST_MODEL"):
-        args += ["--model", os.environ["STANCE_TEST_MODEL"]]
+    # The small committed model unless STANCE_TEST_MODEL names another (development only).
+    model = os.environ.get("STANCE_TEST_MODEL") or str(ROOT / "models" / "minilm-l6-stance")
+    args = [binary, "serve", "--addr", "127.0.0.1:0", "--model", model]
     env = {k: v for k, v in os.environ.items() if not k.startswith("STANCE_") or k == "STANCE_TEST_MODEL"}
     env.setdefault("RUST_LOG", "warn")
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, env=env, text=True)
