@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
@@ -26,6 +25,85 @@ use crate::scores::ArticleScore;
 use crate::wire::pb::stance_client::StanceClient;
 use crate::wire::pb::{self, score_articles_response};
 use crate::wire::SERVICE_NAME;
+
+/// Why the client could not reach or use the server(s). Each message names the server and what
+/// failed; a lower-level cause is the error's [`source`](std::error::Error::source): print the
+/// whole chain (the CLI joins it with `: `).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no server address given; pass --remote HOST:PORT")]
+    NoAddress,
+    #[error("invalid server address {addr:?}; expected HOST:PORT")]
+    Address {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("{addr}: expected dns:///NAME:PORT")]
+    DnsAddress { addr: String },
+    #[error("{addr}: the port {port:?} is not a number")]
+    DnsPort {
+        addr: String,
+        port: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    #[error("resolving dns:///{host}:{port}")]
+    Resolve {
+        host: String,
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("dns:///{host}:{port}: the name has no addresses")]
+    NoAddresses { host: String, port: u16 },
+    #[error("reading the TLS {what} {}", path.display())]
+    TlsFile {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("setting up TLS for {addr} (--tls-ca, --tls-cert, --tls-key: PEM files)")]
+    Tls {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("the API key must be printable ASCII without line breaks")]
+    ApiKey(#[source] tonic::metadata::errors::InvalidMetadataValue),
+    #[error("cannot connect to the stance server at {addr}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The health service answered with an error (its `status`, kept whole).
+    #[error("{addr}: health check failed ({:?}): {}", status.code(), status.message())]
+    Health { addr: String, status: Status },
+    #[error("{addr}: no health answer within {timeout:?}")]
+    HealthTimeout { addr: String, timeout: Duration },
+    #[error("{addr}: the server did not become SERVING within {patience:?}")]
+    NotServing { addr: String, patience: Duration },
+    /// GetModelInfo answered with an error (its `status`, kept whole).
+    #[error("{addr}: GetModelInfo failed ({:?}): {}", status.code(), status.message())]
+    ModelInfo { addr: String, status: Status },
+    /// Every server failed; each one's error, in the order given.
+    #[error("no server could be reached: {}", .errors.iter().map(|e| chain(e)).collect::<Vec<_>>().join("; "))]
+    NoServer { errors: Vec<ClientError> },
+}
+
+/// An error and its sources, joined with `: `.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    s
+}
 
 /// How one article of a remote job ended when it did not produce a score.
 #[derive(Debug, Clone)]
@@ -68,9 +146,9 @@ impl ClientOptions {
         self.tls || self.tls_ca.is_some() || self.tls_identity.is_some() || self.tls_domain.is_some()
     }
 
-    fn tls_config(&self) -> Result<ClientTlsConfig> {
-        let read = |p: &PathBuf, what: &str| {
-            std::fs::read(p).with_context(|| format!("reading the TLS {what} {}", p.display()))
+    fn tls_config(&self) -> Result<ClientTlsConfig, ClientError> {
+        let read = |p: &PathBuf, what: &'static str| {
+            std::fs::read(p).map_err(|source| ClientError::TlsFile { what, path: p.clone(), source })
         };
         let mut config = ClientTlsConfig::new();
         config = match &self.tls_ca {
@@ -87,13 +165,10 @@ impl ClientOptions {
     }
 
     /// The `authorization` value, checked once.
-    fn authorization(&self) -> Result<Option<AsciiMetadataValue>> {
+    fn authorization(&self) -> Result<Option<AsciiMetadataValue>, ClientError> {
         self.api_key
             .as_deref()
-            .map(|k| {
-                AsciiMetadataValue::try_from(format!("Bearer {k}"))
-                    .map_err(|_| anyhow::anyhow!("the API key must be printable ASCII without line breaks"))
-            })
+            .map(|k| AsciiMetadataValue::try_from(format!("Bearer {k}")).map_err(ClientError::ApiKey))
             .transpose()
     }
 }
@@ -106,7 +181,7 @@ fn authorize<T>(mut req: tonic::Request<T>, auth: &Option<AsciiMetadataValue>) -
     req
 }
 
-fn endpoint(addr: &str, connect_timeout: Duration, options: &ClientOptions) -> Result<Endpoint> {
+fn endpoint(addr: &str, connect_timeout: Duration, options: &ClientOptions) -> Result<Endpoint, ClientError> {
     let uri = if addr.contains("://") {
         addr.to_string()
     } else if options.uses_tls() {
@@ -115,18 +190,20 @@ fn endpoint(addr: &str, connect_timeout: Duration, options: &ClientOptions) -> R
         format!("http://{addr}")
     };
     let mut ep = Endpoint::from_shared(uri.clone())
-        .with_context(|| format!("invalid server address {addr:?}; expected HOST:PORT"))?
+        .map_err(|source| ClientError::Address { addr: addr.to_string(), source })?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true);
     if uri.starts_with("https://") {
-        ep = ep.tls_config(options.tls_config()?).with_context(|| format!("setting up TLS for {addr}"))?;
+        ep = ep
+            .tls_config(options.tls_config()?)
+            .map_err(|source| ClientError::Tls { addr: addr.to_string(), source })?;
     }
     Ok(ep)
 }
 
 /// Waits until the server at `channel` reports SERVING for `stance.v1.Stance` (it answers
 /// NOT_SERVING while its model loads).
-async fn wait_serving(addr: &str, channel: Channel, patience: Duration) -> Result<()> {
+async fn wait_serving(addr: &str, channel: Channel, patience: Duration) -> Result<(), ClientError> {
     let mut health = HealthClient::new(channel);
     let until = tokio::time::Instant::now() + patience;
     loop {
@@ -135,10 +212,10 @@ async fn wait_serving(addr: &str, channel: Channel, patience: Duration) -> Resul
             Ok(r) if r.get_ref().status == ServingStatus::Serving as i32 => return Ok(()),
             Ok(_) => {}
             Err(s) if s.code() == Code::Unavailable => {}
-            Err(s) => bail!("{addr}: health check failed: {s}"),
+            Err(status) => return Err(ClientError::Health { addr: addr.to_string(), status }),
         }
         if tokio::time::Instant::now() >= until {
-            bail!("{addr}: the server did not become SERVING within {patience:?}");
+            return Err(ClientError::NotServing { addr: addr.to_string(), patience });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -146,21 +223,21 @@ async fn wait_serving(addr: &str, channel: Channel, patience: Duration) -> Resul
 
 /// What `grpc.health.v1` says of `stance.v1.Stance` at `addr`, asked once: connecting and the
 /// answer together take at most `timeout`.
-pub async fn health(addr: &str, timeout: Duration, options: &ClientOptions) -> Result<ServingStatus> {
+pub async fn health(addr: &str, timeout: Duration, options: &ClientOptions) -> Result<ServingStatus, ClientError> {
     let ask = async {
         let channel = endpoint(addr, timeout, options)?
             .connect()
             .await
-            .with_context(|| format!("cannot connect to the stance server at {addr}"))?;
+            .map_err(|source| ClientError::Connect { addr: addr.to_string(), source })?;
         let answer = HealthClient::new(channel)
             .check(HealthCheckRequest { service: SERVICE_NAME.into() })
             .await
-            .map_err(|s| anyhow::anyhow!("{addr}: health check failed: {}", s.message()))?;
+            .map_err(|status| ClientError::Health { addr: addr.to_string(), status })?;
         Ok(ServingStatus::try_from(answer.get_ref().status).unwrap_or(ServingStatus::Unknown))
     };
     tokio::time::timeout(timeout, ask)
         .await
-        .map_err(|_| anyhow::anyhow!("{addr}: no health answer within {timeout:?}"))?
+        .map_err(|_| ClientError::HealthTimeout { addr: addr.to_string(), timeout })?
 }
 
 /// A connection to one or several servers.
@@ -190,9 +267,13 @@ impl Remote {
     /// requests are spread across them. A server that cannot be reached is left out with a
     /// warning when another one can (a job goes on with the servers that are up); none
     /// reachable is an error naming each.
-    pub async fn connect(addrs: &[String], max_message_bytes: usize, options: &ClientOptions) -> Result<Self> {
+    pub async fn connect(
+        addrs: &[String],
+        max_message_bytes: usize,
+        options: &ClientOptions,
+    ) -> Result<Self, ClientError> {
         if addrs.is_empty() {
-            bail!("no server address given");
+            return Err(ClientError::NoAddress);
         }
         let auth = options.authorization()?;
         let mut targets = Vec::new();
@@ -207,7 +288,7 @@ impl Remote {
                 Target::Dns { host, port } => {
                     let found = resolve(host, *port).await?;
                     if found.is_empty() {
-                        bail!("dns:///{host}:{port}: the name has no addresses");
+                        return Err(ClientError::NoAddresses { host: host.clone(), port: *port });
                     }
                     for a in found {
                         replicas.push((t.key(a), a.to_string(), t.options(options)));
@@ -228,14 +309,14 @@ impl Remote {
                     endpoints.push(Replica { key: key.clone(), channel });
                 }
                 Err(e) if several => {
-                    tracing::warn!("{e:#}; going on without it");
-                    unreachable.push(format!("{e:#}"));
+                    tracing::warn!("{}; going on without it", chain(&e));
+                    unreachable.push(e);
                 }
                 Err(e) => return Err(e),
             }
         }
         if endpoints.is_empty() {
-            bail!("no server could be reached: {}", unreachable.join("; "));
+            return Err(ClientError::NoServer { errors: unreachable });
         }
         let replicas = Arc::new(std::sync::Mutex::new(endpoints));
         for t in targets.into_iter().filter(|t| matches!(t, Target::Dns { .. })) {
@@ -276,9 +357,17 @@ impl Remote {
     /// (a server killed, or shutting down) is reopened, on whichever server is up, and its
     /// articles sent again; after [`STREAM_RESTARTS`] reopenings of one stream its articles go
     /// to the others, and with no stream left they are reported as transport failures.
-    pub async fn score_all<F>(&self, items: Vec<(u64, ArticleInput)>, inflight: usize, mut on_result: F) -> Result<()>
+    ///
+    /// An error from `on_result` ends the job and is returned as it is; nothing else fails the
+    /// job (each article's own failure goes to `on_result`).
+    pub async fn score_all<F, E>(
+        &self,
+        items: Vec<(u64, ArticleInput)>,
+        inflight: usize,
+        mut on_result: F,
+    ) -> Result<(), E>
     where
-        F: FnMut(u64, String, Result<ArticleScore, Failure>) -> Result<()>,
+        F: FnMut(u64, String, Result<ArticleScore, Failure>) -> Result<(), E>,
     {
         let total = items.len();
         if total == 0 {
@@ -413,15 +502,19 @@ enum Target {
 }
 
 impl Target {
-    fn parse(addr: &str) -> Result<Self> {
+    fn parse(addr: &str) -> Result<Self, ClientError> {
         let Some(rest) = addr.strip_prefix("dns:///").or_else(|| addr.strip_prefix("dns:")) else {
             return Ok(Target::Fixed(addr.to_string()));
         };
         let (host, port) = rest
             .rsplit_once(':')
             .filter(|(h, _)| !h.is_empty())
-            .ok_or_else(|| anyhow::anyhow!("{addr}: expected dns:///NAME:PORT"))?;
-        let port = port.parse().map_err(|_| anyhow::anyhow!("{addr}: the port {port:?} is not a number"))?;
+            .ok_or_else(|| ClientError::DnsAddress { addr: addr.to_string() })?;
+        let port = port.parse().map_err(|source| ClientError::DnsPort {
+            addr: addr.to_string(),
+            port: port.to_string(),
+            source,
+        })?;
         Ok(Target::Dns { host: host.trim_matches(['[', ']']).to_string(), port })
     }
 
@@ -450,10 +543,10 @@ impl Target {
     }
 }
 
-async fn resolve(host: &str, port: u16) -> Result<std::collections::BTreeSet<SocketAddr>> {
+async fn resolve(host: &str, port: u16) -> Result<std::collections::BTreeSet<SocketAddr>, ClientError> {
     Ok(tokio::net::lookup_host((host, port))
         .await
-        .with_context(|| format!("resolving dns:///{host}:{port}"))?
+        .map_err(|source| ClientError::Resolve { host: host.to_string(), port, source })?
         .collect())
 }
 
@@ -475,7 +568,7 @@ async fn refresh(
         let found = match resolve(host, *port).await {
             Ok(f) => f,
             Err(e) => {
-                tracing::warn!("{e:#}; keeping the servers known so far");
+                tracing::warn!("{}; keeping the servers known so far", chain(&e));
                 continue;
             }
         };
@@ -625,14 +718,14 @@ async fn connect_one(
     addr: &str,
     options: &ClientOptions,
     auth: &Option<AsciiMetadataValue>,
-) -> Result<(Channel, Option<usize>)> {
+) -> Result<(Channel, Option<usize>), ClientError> {
     let ep = endpoint(addr, Duration::from_secs(10), options)?;
-    let channel = ep.connect().await.with_context(|| format!("cannot connect to the stance server at {addr}"))?;
+    let channel = ep.connect().await.map_err(|source| ClientError::Connect { addr: addr.to_string(), source })?;
     wait_serving(addr, channel.clone(), Duration::from_secs(120)).await?;
     let info = StanceClient::new(channel.clone())
         .get_model_info(authorize(tonic::Request::new(pb::GetModelInfoRequest {}), auth))
         .await
-        .map_err(|s| anyhow::anyhow!("{addr}: GetModelInfo failed: {}", s.message()))?;
+        .map_err(|status| ClientError::ModelInfo { addr: addr.to_string(), status })?;
     let limit = info.get_ref().limits.as_ref().map(|l| l.max_message_bytes as usize).filter(|&l| l > 0);
     Ok((channel, limit))
 }

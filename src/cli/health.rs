@@ -26,7 +26,8 @@ pub fn run(addr: &str, timeout_s: f64, connect: &super::remote::ConnectOpts) -> 
             ExitCode::from(1)
         }
         Err(e) => {
-            eprintln!("{e:#}");
+            // The message and its causes, joined with `: `.
+            eprintln!("{:#}", anyhow::Error::new(e));
             ExitCode::from(1)
         }
     })

@@ -80,7 +80,7 @@ pub fn score(
         remote
             .score_all(items, INFLIGHT, |seq, id, res| {
                 slots[seq as usize] = Some(res.map_err(|f| format!("{id}: {f}")));
-                Ok(())
+                anyhow::Ok(())
             })
             .await?;
         for s in slots {

@@ -79,5 +79,5 @@ where
         tls: o.tls_cert.zip(o.tls_key).map(|(cert, key)| TlsFiles { cert, key, client_ca: o.tls_client_ca }),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
-    rt.block_on(serve(config, load))
+    Ok(rt.block_on(serve(config, load))?)
 }

@@ -7,8 +7,16 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::PrometheusBuilder;
 
+use super::ServeError;
+
 /// Starts the exporter's HTTP listener (`GET /metrics`) on `addr`. Call inside the runtime.
-pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
+pub fn install(addr: SocketAddr) -> Result<(), ServeError> {
+    install_exporter(addr).map_err(|source| ServeError::Metrics { addr, source })?;
+    describe();
+    Ok(())
+}
+
+fn install_exporter(addr: SocketAddr) -> Result<(), metrics_exporter_prometheus::BuildError> {
     let latency = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
     let counts = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
     let tokens = [128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0, 32768.0];
@@ -18,7 +26,10 @@ pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
         .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Full("stance_batch_articles".into()), &counts)?
         .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Full("stance_batch_windows".into()), &counts)?
         .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Full("stance_batch_tokens".into()), &tokens)?
-        .install()?;
+        .install()
+}
+
+fn describe() {
     metrics::describe_counter!(
         "stance_requests_total",
         "Requests (stream items count one each) by RPC and gRPC status code"
@@ -33,7 +44,6 @@ pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
     metrics::describe_counter!("stance_sentences_scored_total", "Sentences scored");
     metrics::describe_counter!("stance_articles_scored_total", "Articles scored");
     metrics::describe_counter!("stance_jobs_skipped_total", "Queued articles skipped before computing, by reason");
-    Ok(())
 }
 
 pub fn request(rpc: &'static str, code: tonic::Code, elapsed: Duration) {

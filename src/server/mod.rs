@@ -28,12 +28,12 @@ pub mod metrics;
 pub mod queue;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_stream::{Stream, StreamExt};
@@ -47,6 +47,59 @@ use crate::scores::ArticleScore;
 use crate::wire::{pb, FILE_DESCRIPTOR_SET, SERVICE_NAME};
 use batcher::BatchConfig;
 use queue::{Job, JobError, PushError, Queue};
+
+/// Why [`serve`] could not start, or stopped with an error. Each message says what the server
+/// was doing; the cause is the error's [`source`](std::error::Error::source): print the whole
+/// chain (the CLI joins it with `: `).
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("installing the {which} handler")]
+    Signal {
+        which: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("binding {addr} (--addr; port 0 picks a free port)")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading the address the listener is bound to")]
+    LocalAddr(#[source] std::io::Error),
+    #[error("writing `listening on {addr}` to stdout")]
+    Stdout {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("starting the metrics listener on {addr} (--metrics-addr)")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: metrics_exporter_prometheus::BuildError,
+    },
+    #[error("building the gRPC reflection service from the compiled-in descriptors")]
+    Reflection(#[source] tonic_reflection::server::Error),
+    #[error("reading the TLS {what} {}", path.display())]
+    TlsFile {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("setting up TLS (--tls-cert, --tls-key, --tls-client-ca: PEM files)")]
+    TlsSetup(#[source] tonic::transport::Error),
+    #[error("serving")]
+    Serve(#[source] tonic::transport::Error),
+    /// The `load` closure given to [`serve`] failed.
+    #[error("loading the model")]
+    Load(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    #[error("loading the model: the loading task panicked")]
+    LoadPanicked(#[source] tokio::task::JoinError),
+    #[error("loading the model: starting the compute threads")]
+    ComputeThreads(#[source] std::io::Error),
+}
 
 /// Everything `stance serve` can be told.
 #[derive(Debug, Clone)]
@@ -81,9 +134,9 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    fn server_config(&self) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
-        let read = |p: &std::path::Path, what: &str| {
-            std::fs::read(p).with_context(|| format!("reading the TLS {what} {}", p.display()))
+    fn server_config(&self) -> Result<tonic::transport::ServerTlsConfig, ServeError> {
+        let read = |p: &std::path::Path, what: &'static str| {
+            std::fs::read(p).map_err(|source| ServeError::TlsFile { what, path: p.to_path_buf(), source })
         };
         let identity = tonic::transport::Identity::from_pem(read(&self.cert, "certificate")?, read(&self.key, "key")?);
         let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
@@ -495,12 +548,13 @@ impl pb::stance_server::Stance for StanceService {
 }
 
 /// Resolves on SIGTERM or SIGINT. Handlers are installed when this is called, not when polled.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, ServeError> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let install = |kind, which| signal(kind).map_err(|source| ServeError::Signal { which, source });
+        let mut term = install(SignalKind::terminate(), "SIGTERM")?;
+        let mut int = install(SignalKind::interrupt(), "SIGINT")?;
         Ok(async move {
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM: finishing in-flight requests, then exiting"),
@@ -519,22 +573,27 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 /// Runs the service until SIGTERM/SIGINT. Binds first (printing `listening on ADDR` as the
 /// first line on stdout), serves health NOT_SERVING while `load` builds the engine, then
 /// SERVING. On a signal it stops accepting, finishes in-flight requests and returns.
-pub async fn serve<F>(config: ServerConfig, load: F) -> anyhow::Result<()>
+///
+/// A failed `load` stops the server with [`ServeError::Load`], its error as the source.
+pub async fn serve<F, E>(config: ServerConfig, load: F) -> Result<(), ServeError>
 where
-    F: FnOnce() -> anyhow::Result<Engine> + Send + 'static,
+    F: FnOnce() -> Result<Engine, E> + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
 {
     let signal = shutdown_signal()?;
-    let listener =
-        tokio::net::TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
-    let local = listener.local_addr()?;
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr: config.addr, source })?;
+    let local = listener.local_addr().map_err(ServeError::LocalAddr)?;
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on {local}")?;
-        out.flush()?;
+        writeln!(out, "listening on {local}")
+            .and_then(|()| out.flush())
+            .map_err(|source| ServeError::Stdout { addr: local, source })?;
     }
     if let Some(m) = config.metrics_addr {
-        metrics::install(m).with_context(|| format!("starting the metrics listener on {m}"))?;
+        metrics::install(m)?;
         tracing::info!("metrics on http://{m}/metrics");
     }
 
@@ -545,11 +604,13 @@ where
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+        .build_v1()
+        .map_err(ServeError::Reflection)?;
     let reflection_v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+        .build_v1alpha()
+        .map_err(ServeError::Reflection)?;
 
     let config = Arc::new(config);
     let core: Arc<OnceLock<Core>> = Arc::new(OnceLock::new());
@@ -560,13 +621,17 @@ where
         .max_encoding_message_size(config.max_message_bytes);
 
     // Load the model while health answers NOT_SERVING; a failed load stops the server.
-    let (failed_tx, failed_rx) = oneshot::channel::<anyhow::Error>();
+    let (failed_tx, failed_rx) = oneshot::channel::<ServeError>();
     {
         let (core, config, reporter) = (core.clone(), config.clone(), reporter.clone());
         tokio::spawn(async move {
             let started = Instant::now();
-            let loaded = tokio::task::spawn_blocking(load).await.map_err(anyhow::Error::from).and_then(|r| r);
-            match loaded.and_then(|engine| Ok(Core::start(engine, &config)?)) {
+            let loaded = match tokio::task::spawn_blocking(move || load().map_err(Into::into)).await {
+                Ok(Ok(engine)) => Ok(engine),
+                Ok(Err(e)) => Err(ServeError::Load(e)),
+                Err(panicked) => Err(ServeError::LoadPanicked(panicked)),
+            };
+            match loaded.and_then(|engine| Core::start(engine, &config).map_err(ServeError::ComputeThreads)) {
                 Ok(c) => {
                     let _ = core.set(c);
                     reporter.set_service_status("", ServingStatus::Serving).await;
@@ -579,7 +644,7 @@ where
             }
         });
     }
-    let (load_error_tx, mut load_error_rx) = oneshot::channel::<anyhow::Error>();
+    let (load_error_tx, mut load_error_rx) = oneshot::channel::<ServeError>();
     let shutdown = async move {
         tokio::select! {
             _ = signal => {}
@@ -606,9 +671,7 @@ where
     });
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &config.tls {
-        builder = builder
-            .tls_config(tls.server_config()?)
-            .context("setting up TLS (--tls-cert, --tls-key, --tls-client-ca: PEM files)")?;
+        builder = builder.tls_config(tls.server_config()?).map_err(ServeError::TlsSetup)?;
     }
     let stance =
         tonic::service::interceptor::InterceptedService::new(stance, auth::ApiKey::new(config.api_key.as_deref()));
@@ -621,7 +684,7 @@ where
         .add_service(stance)
         .serve_with_incoming_shutdown(incoming, shutdown);
     let cancelled = tokio::select! {
-        served = server => { served.context("serving")?; false }
+        served = server => { served.map_err(ServeError::Serve)?; false }
         _ = grace => {
             tracing::warn!(
                 grace_s = config.shutdown_grace.as_secs_f32(),
@@ -635,7 +698,7 @@ where
         c.stop(cancelled);
     }
     if let Ok(e) = load_error_rx.try_recv() {
-        return Err(e.context("loading the model"));
+        return Err(e);
     }
     tracing::info!("stopped");
     Ok(())
