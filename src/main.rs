@@ -12,6 +12,7 @@ use stance::input::Limits;
 use stance::mentions::lexicon::Lexicon;
 use stance::model::{ModelFiles, StanceModel};
 use stance::pipeline::Engine;
+use stance::training::train::TrainConfig;
 
 #[derive(Parser)]
 #[command(
@@ -158,24 +159,24 @@ struct TrainArgs {
     name: String,
     #[arg(long, default_value = "0.1.0")]
     version: String,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = TrainConfig::default().seed)]
     seed: u64,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = TrainConfig::default().epochs)]
     epochs: usize,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = TrainConfig::default().batch_size)]
     batch_size: usize,
     /// Top encoder layers to fine-tune (the rest stay frozen).
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = TrainConfig::default().train_layers)]
     train_layers: usize,
-    #[arg(long, default_value_t = 5e-5)]
+    #[arg(long, default_value_t = TrainConfig::default().lr_encoder)]
     lr_encoder: f64,
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = TrainConfig::default().lr_heads)]
     lr_heads: f64,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = TrainConfig::default().head_hidden)]
     head_hidden: usize,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = TrainConfig::default().max_tokens)]
     max_tokens: usize,
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = TrainConfig::default().sentence_epochs)]
     sentence_epochs: usize,
     /// Tell the encoder which actor is judged: wrap its mentions in these two vocabulary
     /// tokens, e.g. `--markers '<,>'` (one pass per sentence and actor). Without it, mention
@@ -186,11 +187,19 @@ struct TrainArgs {
     #[arg(long)]
     conflict: bool,
     /// How many times each conflict-stance pair is seen per epoch.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = TrainConfig::default().conflict_repeat)]
     conflict_repeat: usize,
     /// Use the first N sentences of every data set only, dev sets included (smoke tests).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = TrainConfig::default().limit)]
     limit: usize,
+    /// Train on this share (0 < F <= 1) of NewsMTSC train's sentences, a fixed seeded sample,
+    /// the same every epoch: to weight conflict-stance without repeating it.
+    #[arg(long, default_value_t = TrainConfig::default().newsmtsc_fraction)]
+    newsmtsc_fraction: f64,
+    /// Start from the --base folder's own trained part (its stance.safetensors: fine-tuned
+    /// layers and heads) and train it further, instead of starting from the base encoder alone.
+    #[arg(long)]
+    init_trained: bool,
 }
 
 #[derive(Args)]
@@ -263,7 +272,7 @@ fn main() -> ExitCode {
 
 fn train(a: TrainArgs) -> Result<()> {
     let base = ModelFiles::resolve(&a.base)?;
-    let cfg = stance::training::train::TrainConfig {
+    let cfg = TrainConfig {
         seed: a.seed,
         epochs: a.epochs,
         batch_size: a.batch_size,
@@ -281,7 +290,9 @@ fn train(a: TrainArgs) -> Result<()> {
         },
         conflict: a.conflict,
         conflict_repeat: a.conflict_repeat,
+        newsmtsc_fraction: a.newsmtsc_fraction,
+        init_trained: a.init_trained,
         ..Default::default()
     };
-    stance::training::train::train(&base, &a.data, &a.out, &cfg, &a.name, &a.version)
+    Ok(stance::training::train::train(&base, &a.data, &a.out, &cfg, &a.name, &a.version)?)
 }

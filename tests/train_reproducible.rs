@@ -53,3 +53,40 @@ fn same_seed_same_weights() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// Training refuses settings it cannot honour before it reads any data: a NewsMTSC share outside
+/// (0, 1], and `--init-trained` on a folder without a trained part.
+#[cfg(unix)]
+#[test]
+fn bad_training_settings_are_refused_up_front() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_stance"))
+            .current_dir(&root)
+            .args(["train", "--data", "/no/such/data", "--out"])
+            .arg(dir.path().join("out"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["--newsmtsc-fraction", "0"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--newsmtsc-fraction must be within (0, 1], got 0"));
+    // A bare base encoder: the small model's files without its trained part.
+    let bare = dir.path().join("bare");
+    std::fs::create_dir(&bare).unwrap();
+    let src = root.join(stance::SMALL_MODEL_DIR);
+    for f in ["config.json", "tokenizer.json", "encoder.safetensors", "manifest.json"] {
+        std::os::unix::fs::symlink(src.join(f), bare.join(f)).unwrap();
+    }
+    let o = run(&["--base", bare.to_str().unwrap(), "--init-trained"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--init-trained:") && err.contains("has no stance.safetensors"), "{err}");
+    // A trained folder, but with another target input than asked for.
+    let o = run(&["--base", stance::SMALL_MODEL_DIR, "--init-trained", "--train-layers", "2"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("pass the same --markers"), "{err}");
+}

@@ -21,7 +21,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use rand::seq::SliceRandom;
@@ -32,17 +31,60 @@ use serde_json::json;
 use crate::backend::{FastBackend, ReferenceBackend};
 use crate::batches::{self, Batch, WindowInput};
 use crate::encoder::{Encoder, EncoderConfig, FastEncoder, Precision};
+use crate::error::{EngineError, InputError};
 use crate::heads::Heads;
 use crate::input::Limits;
-use crate::mentions::lexicon::Lexicon;
+use crate::mentions::lexicon::{Lexicon, LexiconError};
 use crate::mentions::matcher::ActorMatcher;
 use crate::model::manifest::{HeadsConfig, Manifest, TargetInput, LABELS};
-use crate::model::{self, ModelFiles, StanceModel};
+use crate::model::{self, ModelError, ModelFiles, StanceModel};
 use crate::pipeline::Engine;
 use crate::scores::Label;
-use crate::training::data::{self, DataDir, Example, Split};
+use crate::training::data::{self, DataDir, DataError, Example, Split};
 use crate::training::eval::evaluate;
 use crate::training::metrics::Confusion;
+
+/// Why training stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A flag or combination of flags training cannot honour; the message names the flag.
+    #[error("{0}")]
+    Settings(String),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("preparing training example {id}: {source}")]
+    Prepare {
+        id: String,
+        #[source]
+        source: InputError,
+    },
+    #[error(transparent)]
+    Lexicon(#[from] LexiconError),
+    #[error("tensor computation: {0}")]
+    Tensor(#[from] candle_core::Error),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+type Result<T, E = TrainError> = std::result::Result<T, E>;
+
+fn settings(message: impl Into<String>) -> TrainError {
+    TrainError::Settings(message.into())
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TrainError {
+    let path = path.to_path_buf();
+    move |source| TrainError::Io { what, path, source }
+}
 
 /// Training settings (the CLI's flags).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -69,6 +111,11 @@ pub struct TrainConfig {
     /// Use only the first N sentences of every data set, dev sets included (smoke tests and
     /// the reproducibility test); 0 = all.
     pub limit: usize,
+    /// Share of NewsMTSC train's sentences trained on (a fixed seeded sample; 1 = all).
+    pub newsmtsc_fraction: f64,
+    /// Start from the base folder's trained part (stance.safetensors) instead of the base
+    /// encoder alone: training continues that model.
+    pub init_trained: bool,
 }
 
 impl Default for TrainConfig {
@@ -90,6 +137,8 @@ impl Default for TrainConfig {
             conflict: false,
             conflict_repeat: 1,
             limit: 0,
+            newsmtsc_fraction: 1.0,
+            init_trained: false,
         }
     }
 }
@@ -126,15 +175,36 @@ pub fn train(
     // layers never enter the autograd graph because their output is cached).
     let config = model::load_config(&base.config)?;
     if cfg.train_layers == 0 || cfg.train_layers > config.num_hidden_layers {
-        bail!("--train-layers must be within 1..={}", config.num_hidden_layers);
+        return Err(settings(format!("--train-layers must be within 1..={}", config.num_hidden_layers)));
     }
+    if !(cfg.newsmtsc_fraction > 0.0 && cfg.newsmtsc_fraction <= 1.0) {
+        return Err(settings(format!("--newsmtsc-fraction must be within (0, 1], got {}", cfg.newsmtsc_fraction)));
+    }
+    // What training continues from, when it does: the folder's trained part, recorded.
+    let initialised_from = if cfg.init_trained {
+        let stance = base.stance.as_ref().ok_or_else(|| {
+            settings(format!(
+                "--init-trained: {} has no stance.safetensors (a trained part) to start from",
+                base.origin
+            ))
+        })?;
+        let path = base
+            .manifest
+            .as_ref()
+            .ok_or_else(|| settings(format!("--init-trained: {} has no manifest.json", base.origin)))?;
+        let m = Manifest::load(path)?;
+        json!({"name": m.name, "version": m.version, "target_input": m.target_input, "stance_safetensors_sha256": sha256_file(stance)?})
+    } else {
+        serde_json::Value::Null
+    };
     let varmap = VarMap::new();
     {
         let mut vars = varmap.data().lock().expect("varmap lock");
-        // From the base encoder alone: a folder's own trained overrides (stance.safetensors)
-        // are ignored, so that retraining a model folder repeats, not continues, its training.
-        let base_only = ModelFiles { stance: None, ..base.clone() };
-        for (name, t) in model::merged_tensors(&base_only, &device)? {
+        // From the base encoder alone unless continuing: a folder's own trained overrides
+        // (stance.safetensors) are ignored, so that retraining a model folder repeats, not
+        // continues, its training.
+        let start = if cfg.init_trained { base.clone() } else { ModelFiles { stance: None, ..base.clone() } };
+        for (name, t) in model::merged_tensors(&start, &device)? {
             vars.insert(name, Var::from_tensor(&t)?);
         }
     }
@@ -142,7 +212,9 @@ pub fn train(
     let encoder = Encoder::load(vb.clone(), &config)?;
     let heads_cfg = HeadsConfig { input: config.hidden_size, hidden: cfg.head_hidden };
     let heads = Heads::load(vb.pp("heads"), &heads_cfg)?;
-    init_heads(&varmap, &mut rng)?;
+    if !cfg.init_trained {
+        init_heads(&varmap, &mut rng)?;
+    }
     let frozen = config.num_hidden_layers - cfg.train_layers;
     let prefix_of = |name: &str| -> Option<usize> {
         let rest = name.strip_prefix("encoder.layer.")?;
@@ -181,6 +253,12 @@ pub fn train(
         training: serde_json::Value::Null,
         scores: serde_json::Value::Null,
     };
+    if cfg.init_trained && initialised_from["target_input"] != json!(manifest.target_input) {
+        return Err(settings(format!(
+            "--init-trained: {} was trained with target input {}; pass the same --markers",
+            base.origin, initialised_from["target_input"]
+        )));
+    }
     let tokenizer = model::tokenizer_for(&base.tokenizer, &manifest, &config)?;
     // The engine scores dev sets through a backend that shares the trained weights.
     let backend = Box::new(ReferenceBackend::new(encoder.clone(), heads.clone()));
@@ -188,7 +266,17 @@ pub fn train(
     let engine = Engine::new(stance_model, Lexicon::default_actors(), Limits::default())?;
 
     // Data.
-    let train_ex = limited(data::newsmtsc(&data.newsmtsc("train"))?, cfg.limit);
+    let mut train_ex = limited(data::newsmtsc(&data.newsmtsc("train"))?, cfg.limit);
+    if cfg.newsmtsc_fraction < 1.0 {
+        // A seeded sample, kept in file order; with the fraction at 1 the generator is not
+        // touched, so earlier recipes repeat exactly.
+        let keep = ((train_ex.len() as f64) * cfg.newsmtsc_fraction).ceil() as usize;
+        let mut idx: Vec<usize> = (0..train_ex.len()).collect();
+        idx.shuffle(&mut rng);
+        let mut chosen = idx[..keep].to_vec();
+        chosen.sort_unstable();
+        train_ex = chosen.into_iter().map(|i| train_ex[i].clone()).collect();
+    }
     let rw_dev = limited(data::newsmtsc(&data.newsmtsc("rw_dev"))?, cfg.limit);
     let mt_dev = limited(data::newsmtsc(&data.newsmtsc("mt_dev"))?, cfg.limit);
     let mut items = windows_with_labels(&engine, &train_ex)?;
@@ -298,7 +386,7 @@ pub fn train(
             best = Some((mean, epoch, snapshot(&varmap, &trained_names)?));
         }
     }
-    let (best_mean, best_epoch, weights) = best.context("no epoch was trained (--epochs 0?)")?;
+    let (best_mean, best_epoch, weights) = best.ok_or_else(|| settings("--epochs must be at least 1"))?;
     restore(&varmap, &weights)?;
     let stage1_secs = stage1.elapsed().as_secs();
 
@@ -309,7 +397,7 @@ pub fn train(
     let stage2_secs = stage2.elapsed().as_secs();
 
     // Write the model folder.
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::create_dir_all(out).map_err(io("creating the output folder", out))?;
     let mut to_save = HashMap::new();
     {
         let vars = varmap.data().lock().expect("varmap lock");
@@ -336,6 +424,7 @@ pub fn train(
             "sentences": format!("VADER nyt_editorial_snippets.tsv + tweets.tsv (Hutto & Gilbert 2014, MIT), fixed FNV-1a id split 70/10/20 train/dev/test, valence < -{t} negative, > +{t} positive, else neutral", t = data::VADER_THRESHOLD),
         },
         "config": cfg,
+        "initialised_from": initialised_from,
         "frozen_layers": frozen,
         "trained_tensors": trained_names.len(),
         "epochs": history,
@@ -346,7 +435,8 @@ pub fn train(
         "machine": format!("{} threads, {}", rayon_threads(), std::env::consts::ARCH),
         "stance_safetensors_sha256": sha256_file(&stance_path)?,
     });
-    manifest.save(&out.join("manifest.json"))?;
+    let manifest_path = out.join("manifest.json");
+    manifest.save(&manifest_path).map_err(io("writing", &manifest_path))?;
     tracing::info!(out = %out.display(), secs = started.elapsed().as_secs(), "model written");
     Ok(())
 }
@@ -364,7 +454,7 @@ fn rayon_threads() -> usize {
 
 pub fn sha256_file(path: &Path) -> Result<String> {
     use sha2::{Digest, Sha256};
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = std::fs::read(path).map_err(io("reading", path))?;
     Ok(format!("{:x}", Sha256::digest(&bytes)))
 }
 
@@ -389,7 +479,7 @@ fn copy_base_files(base: &ModelFiles, out: &Path) -> Result<()> {
             _ => false,
         };
         if !same {
-            std::fs::copy(src, &dst).with_context(|| format!("copying {} to {}", src.display(), dst.display()))?;
+            std::fs::copy(src, &dst).map_err(io("copying a base file to", &dst))?;
         }
     }
     Ok(())
@@ -442,11 +532,18 @@ fn dropout_with(x: &Tensor, p: f32, rng: &mut ChaCha8Rng) -> candle_core::Result
 fn windows_with_labels(engine: &Engine, examples: &[Example]) -> Result<Vec<Item>> {
     let mut items = Vec::new();
     for ex in examples {
-        let prepared = engine.prepare(ex.input.clone()).with_context(|| format!("preparing {}", ex.input.id))?;
+        let prepared = engine
+            .prepare(ex.input.clone())
+            .map_err(|source| TrainError::Prepare { id: ex.input.id.clone(), source })?;
         let mut labels: Vec<Vec<u32>> = prepared.windows.iter().map(|w| vec![u32::MAX; w.targets.len()]).collect();
         for s in &prepared.sentences {
             for a in &s.actors {
-                let k: usize = a.name.trim_start_matches('t').parse().context("target name")?;
+                // Training examples name their targets t0, t1, … (data.rs).
+                let k: usize = a
+                    .name
+                    .trim_start_matches('t')
+                    .parse()
+                    .map_err(|_| settings(format!("{}: target {:?} is not named t<index>", ex.input.id, a.name)))?;
                 for &(w, t, _) in &a.refs {
                     labels[w][t] = ex.targets[k].index() as u32;
                 }
@@ -561,8 +658,12 @@ fn sentence_features(
     let mut windows = Vec::new();
     let mut labels = Vec::new();
     for ex in examples {
-        let p = engine.prepare(ex.input.clone()).with_context(|| format!("preparing {}", ex.input.id))?;
-        let label = ex.sentence.context("a sentence example without a label")?.index() as u32;
+        let p = engine
+            .prepare(ex.input.clone())
+            .map_err(|source| TrainError::Prepare { id: ex.input.id.clone(), source })?;
+        let label =
+            ex.sentence.ok_or_else(|| settings(format!("{}: a sentence example without a label", ex.input.id)))?;
+        let label = label.index() as u32;
         for w in p.windows {
             windows.push(w);
             labels.push(label);
@@ -640,7 +741,7 @@ fn train_sentence_head(
             best = Some((c.f1_macro(), epoch, snapshot(varmap, &head_names)?));
         }
     }
-    let (f1, epoch, weights) = best.context("no sentence epoch trained (--sentence-epochs 0?)")?;
+    let (f1, epoch, weights) = best.ok_or_else(|| settings("--sentence-epochs must be at least 1"))?;
     restore(varmap, &weights)?;
     tracing::info!(epoch, vader_dev = f1, "sentence head chosen");
     Ok(
