@@ -8,18 +8,18 @@
 //! [`training`] fits and evaluates the heads; [`server`], [`client`] and [`wire`] are the gRPC
 //! faces.
 
-pub mod aggregates;
-pub mod backend;
+pub(crate) mod aggregates;
+pub(crate) mod backend;
 pub mod batches;
 pub mod client;
 pub mod encoder;
-pub mod error;
-pub mod heads;
+mod error;
+pub(crate) mod heads;
 pub mod input;
 pub mod mentions;
 pub mod model;
 pub mod pipeline;
-pub mod prepare;
+pub(crate) mod prepare;
 pub mod scores;
 pub mod sentences;
 pub mod server;
