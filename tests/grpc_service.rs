@@ -507,6 +507,9 @@ async fn a_full_queue_refuses_before_preparing() {
     let server = Server::start(&["--max-queue", "1", "--max-windows", "100000", "--metrics-addr", &metrics_addr]);
     server.ready().await;
     let _busy = occupy(&server).await;
+    // The long article must be computing, not still queued or preparing (slow on a loaded
+    // machine): otherwise it is what fills the queue, and `waiting` is the one refused.
+    wait_batches(&metrics_addr, 1).await;
     let mut c = client(&server).await;
     let text = fixture_text();
     let waiting = tokio::spawn({
@@ -542,6 +545,17 @@ async fn wait_queued(metrics_addr: &str, articles: usize) {
     let until = std::time::Instant::now() + Duration::from_secs(60);
     while sample(&scrape(metrics_addr).await, "stance_queue_depth", &[]) < articles as f64 {
         assert!(std::time::Instant::now() < until, "nothing reached the queue in 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the compute threads have run `batches` encoder batches (the count of the
+/// `stance_batch_duration_seconds` histogram): a long article records one per piece while it
+/// runs.
+async fn wait_batches(metrics_addr: &str, batches: usize) {
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while sample(&scrape(metrics_addr).await, "stance_batch_duration_seconds_count", &[]) < batches as f64 {
+        assert!(std::time::Instant::now() < until, "no encoder batch ran in 60 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
