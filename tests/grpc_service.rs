@@ -490,13 +490,21 @@ async fn undecodable_and_oversized_unary_requests_get_invalid_argument_and_resou
     assert!(ok.into_inner().score.is_some());
 }
 
-/// Occupies the only compute thread with a long article; returns its task.
-async fn occupy(server: &Server) -> tokio::task::JoinHandle<Result<ArticleScore, tonic::Status>> {
+/// Occupies the only compute thread with a long article; returns its task once the article is
+/// computing (its first encoder batch has run), not still preparing or queued, which on a
+/// loaded machine can take a while and would leave the queue to it instead of to the test.
+async fn occupy(server: &Server, metrics_addr: &str) -> tokio::task::JoinHandle<Result<ArticleScore, tonic::Status>> {
+    let batches = || async move { sample(&scrape(metrics_addr).await, "stance_batch_duration_seconds_count", &[]) };
+    let before = batches().await;
     let mut c = client(server).await;
     // Seconds of encoder work even on a fast machine.
     let long = fixture_text().repeat(200);
     let busy = tokio::spawn(async move { score(&mut c, article("busy", &long)).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while batches().await <= before {
+        assert!(std::time::Instant::now() < until, "the long article ran no encoder batch in 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(!busy.is_finished(), "the long article should still be running");
     busy
 }
@@ -506,10 +514,7 @@ async fn a_full_queue_refuses_before_preparing() {
     let metrics_addr = format!("127.0.0.1:{}", free_port());
     let server = Server::start(&["--max-queue", "1", "--max-windows", "100000", "--metrics-addr", &metrics_addr]);
     server.ready().await;
-    let _busy = occupy(&server).await;
-    // The long article must be computing, not still queued or preparing (slow on a loaded
-    // machine): otherwise it is what fills the queue, and `waiting` is the one refused.
-    wait_batches(&metrics_addr, 1).await;
+    let _busy = occupy(&server, &metrics_addr).await;
     let mut c = client(&server).await;
     let text = fixture_text();
     let waiting = tokio::spawn({
@@ -549,17 +554,6 @@ async fn wait_queued(metrics_addr: &str, articles: usize) {
     }
 }
 
-/// Waits until the compute threads have run `batches` encoder batches (the count of the
-/// `stance_batch_duration_seconds` histogram): a long article records one per piece while it
-/// runs.
-async fn wait_batches(metrics_addr: &str, batches: usize) {
-    let until = std::time::Instant::now() + Duration::from_secs(60);
-    while sample(&scrape(metrics_addr).await, "stance_batch_duration_seconds_count", &[]) < batches as f64 {
-        assert!(std::time::Instant::now() < until, "no encoder batch ran in 60 s");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn sample(metrics: &str, name: &str, labels: &[&str]) -> f64 {
     metrics
         .lines()
@@ -576,7 +570,7 @@ async fn expired_and_cancelled_requests_are_counted() {
     let metrics_addr = format!("127.0.0.1:{}", free_port());
     let server = Server::start(&["--metrics-addr", &metrics_addr, "--max-windows", "100000"]);
     server.ready().await;
-    let busy = occupy(&server).await;
+    let busy = occupy(&server, &metrics_addr).await;
     let text = fixture_text();
     // Queued behind the long article: one with a deadline it cannot meet, one its client drops.
     let mut c = client(&server).await;
@@ -617,7 +611,7 @@ async fn a_deadline_shorter_than_the_queue_ahead_is_refused_at_once() {
     server.ready().await;
     // One article scored first tells the server how fast it drains its queue.
     score(&mut client(&server).await, article("first", &fixture_text())).await.unwrap();
-    let _busy = occupy(&server).await;
+    let _busy = occupy(&server, &metrics_addr).await;
     // Behind the running article, a long one waits: seconds of work ahead of any newcomer.
     let mut c = client(&server).await;
     let long = fixture_text().repeat(400);
