@@ -24,7 +24,7 @@ use crate::input::ArticleInput;
 use crate::scores::ArticleScore;
 use crate::wire::pb::stance_client::StanceClient;
 use crate::wire::pb::{self, score_articles_response};
-use crate::wire::SERVICE_NAME;
+use crate::wire::{pem, SERVICE_NAME};
 
 /// Why the client could not reach or use the server(s). Each message names the server and what
 /// failed; a lower-level cause is the error's [`source`](std::error::Error::source): print the
@@ -57,13 +57,8 @@ pub enum ClientError {
     },
     #[error("dns:///{host}:{port}: the name has no addresses")]
     NoAddresses { host: String, port: u16 },
-    #[error("reading the TLS {what} {}", path.display())]
-    TlsFile {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    TlsFile(#[from] crate::wire::pem::PemFileError),
     #[error("setting up TLS for {addr} (--tls-ca, --tls-cert, --tls-key: PEM files)")]
     Tls {
         addr: String,
@@ -147,16 +142,13 @@ impl ClientOptions {
     }
 
     fn tls_config(&self) -> Result<ClientTlsConfig, ClientError> {
-        let read = |p: &PathBuf, what: &'static str| {
-            std::fs::read(p).map_err(|source| ClientError::TlsFile { what, path: p.clone(), source })
-        };
         let mut config = ClientTlsConfig::new();
         config = match &self.tls_ca {
-            Some(ca) => config.ca_certificate(Certificate::from_pem(read(ca, "CA")?)),
+            Some(ca) => config.ca_certificate(Certificate::from_pem(pem::read(ca, "CA")?)),
             None => config.with_webpki_roots(),
         };
         if let Some((cert, key)) = &self.tls_identity {
-            config = config.identity(Identity::from_pem(read(cert, "certificate")?, read(key, "key")?));
+            config = config.identity(Identity::from_pem(pem::read(cert, "certificate")?, pem::read(key, "key")?));
         }
         if let Some(domain) = &self.tls_domain {
             config = config.domain_name(domain.clone());

@@ -28,7 +28,6 @@ pub mod metrics;
 pub mod queue;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -44,7 +43,7 @@ use tonic_health::ServingStatus;
 use crate::input::ArticleInput;
 use crate::pipeline::Engine;
 use crate::scores::ArticleScore;
-use crate::wire::{pb, FILE_DESCRIPTOR_SET, SERVICE_NAME};
+use crate::wire::{pb, pem, FILE_DESCRIPTOR_SET, SERVICE_NAME};
 use batcher::BatchConfig;
 use queue::{Job, JobError, PushError, Queue};
 
@@ -81,13 +80,8 @@ pub enum ServeError {
     },
     #[error("building the gRPC reflection service from the compiled-in descriptors")]
     Reflection(#[source] tonic_reflection::server::Error),
-    #[error("reading the TLS {what} {}", path.display())]
-    TlsFile {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    TlsFile(#[from] crate::wire::pem::PemFileError),
     #[error("setting up TLS (--tls-cert, --tls-key, --tls-client-ca: PEM files)")]
     TlsSetup(#[source] tonic::transport::Error),
     #[error("serving")]
@@ -135,13 +129,11 @@ pub struct TlsFiles {
 
 impl TlsFiles {
     fn server_config(&self) -> Result<tonic::transport::ServerTlsConfig, ServeError> {
-        let read = |p: &std::path::Path, what: &'static str| {
-            std::fs::read(p).map_err(|source| ServeError::TlsFile { what, path: p.to_path_buf(), source })
-        };
-        let identity = tonic::transport::Identity::from_pem(read(&self.cert, "certificate")?, read(&self.key, "key")?);
+        let identity =
+            tonic::transport::Identity::from_pem(pem::read(&self.cert, "certificate")?, pem::read(&self.key, "key")?);
         let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
         if let Some(ca) = &self.client_ca {
-            config = config.client_ca_root(tonic::transport::Certificate::from_pem(read(ca, "client CA")?));
+            config = config.client_ca_root(tonic::transport::Certificate::from_pem(pem::read(ca, "client CA")?));
         }
         Ok(config)
     }

@@ -3,6 +3,7 @@
 
 pub mod codec;
 pub mod convert;
+pub mod pem;
 
 /// Generated from `proto/stance/v1/stance.proto`.
 #[allow(clippy::all, missing_docs)]
