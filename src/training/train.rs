@@ -180,7 +180,12 @@ pub fn train(
     if !(cfg.newsmtsc_fraction > 0.0 && cfg.newsmtsc_fraction <= 1.0) {
         return Err(settings(format!("--newsmtsc-fraction must be within (0, 1], got {}", cfg.newsmtsc_fraction)));
     }
-    // What training continues from, when it does: the folder's trained part, recorded.
+    let target_input = match &cfg.markers {
+        None => TargetInput::Pooled,
+        Some((open, close)) => TargetInput::Markers { open: open.clone(), close: close.clone() },
+    };
+    // What training continues from, when it does: the folder's trained part, recorded. Checked
+    // before any weights load.
     let initialised_from = if cfg.init_trained {
         let stance = base.stance.as_ref().ok_or_else(|| {
             settings(format!(
@@ -193,7 +198,14 @@ pub fn train(
             .as_ref()
             .ok_or_else(|| settings(format!("--init-trained: {} has no manifest.json", base.origin)))?;
         let m = Manifest::load(path)?;
-        json!({"name": m.name, "version": m.version, "target_input": m.target_input, "stance_safetensors_sha256": sha256_file(stance)?})
+        if m.target_input != target_input {
+            return Err(settings(format!(
+                "--init-trained: {} was trained with target input {}; pass the same --markers",
+                base.origin,
+                json!(m.target_input)
+            )));
+        }
+        json!({"name": m.name, "version": m.version, "stance_safetensors_sha256": sha256_file(stance)?})
     } else {
         serde_json::Value::Null
     };
@@ -238,10 +250,6 @@ pub fn train(
         }
         (enc, hd, names)
     };
-    let target_input = match &cfg.markers {
-        None => TargetInput::Pooled,
-        Some((open, close)) => TargetInput::Markers { open: open.clone(), close: close.clone() },
-    };
     let manifest = Manifest {
         name: name.to_string(),
         version: version.to_string(),
@@ -253,12 +261,6 @@ pub fn train(
         training: serde_json::Value::Null,
         scores: serde_json::Value::Null,
     };
-    if cfg.init_trained && initialised_from["target_input"] != json!(manifest.target_input) {
-        return Err(settings(format!(
-            "--init-trained: {} was trained with target input {}; pass the same --markers",
-            base.origin, initialised_from["target_input"]
-        )));
-    }
     let tokenizer = model::tokenizer_for(&base.tokenizer, &manifest, &config)?;
     // The engine scores dev sets through a backend that shares the trained weights.
     let backend = Box::new(ReferenceBackend::new(encoder.clone(), heads.clone()));
