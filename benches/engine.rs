@@ -4,10 +4,12 @@
 //! word pieces), as the base-line note measured them, repeated by rounds. It reports, in one
 //! run:
 //! - encoder-only sequences/s at batch 1, 8, 32, 128 (batches in file order) for the fast
-//!   packed encoder and the candle-op reference encoder, and the share of GEMM peak achieved
-//!   (encoder FLOPs counted per sequence length / time / this machine's measured GEMM rate);
+//!   packed encoder in each precision (fp32, bf16, int8) and the candle-op reference encoder,
+//!   and the share of the fp32 GEMM peak achieved (encoder FLOPs counted per sequence length /
+//!   time / this machine's measured fp32 GEMM rate);
 //! - the end-to-end engine (splitting, actor matching, tokenising, encoder, heads,
-//!   aggregation) over the articles, in sentences/s, and p50/p99 latency of one article;
+//!   aggregation) over the articles in each precision, in sentences/s, and p50/p99 latency of
+//!   one article;
 //! - peak RSS of this process;
 //! - with `--peers`: PyTorch and ONNX Runtime (bench/peers) on the identical sentences file,
 //!   between two rounds of ours, and the ratios ours/theirs.
@@ -15,7 +17,8 @@
 //! - with `--server`: the real `stance serve` binary: start-up time to SERVING, throughput with
 //!   `--clients N` (default 4) concurrent gRPC clients, and the server's peak RSS under load.
 //!
-//! Options: `--rounds N` (default 3), `--batches 1,8,32,128`, `--peers`, `--reference` (also
+//! Options: `--rounds N` (default 3), `--batches 1,8,32,128`, `--precisions fp32,bf16,int8`,
+//! `--peers`, `--peer-engines torch,ort-fp32,ort-int8` (which peers run), `--reference` (also
 //! time the candle-op encoder; it runs in the same process and slows what follows it),
 //! `--model DIR`, `--articles DIR`, `--json FILE`.
 
@@ -28,10 +31,10 @@ use candle_nn::VarBuilder;
 use serde_json::{json, Value};
 
 use stance::batches::{Batch, WindowInput};
-use stance::encoder::{Encoder, FastEncoder, Precision};
+use stance::encoder::{Encoder, FastEncoder, Ops, Precision};
 use stance::input::{ArticleInput, Limits};
 use stance::mentions::lexicon::Lexicon;
-use stance::model::{self, ModelFiles, StanceModel};
+use stance::model::{self, EncoderChoice, ModelFiles, StanceModel};
 use stance::pipeline::Engine;
 use stance::sentences;
 use stance::tokens::SentenceTokenizer;
@@ -39,7 +42,10 @@ use stance::tokens::SentenceTokenizer;
 struct Opts {
     rounds: usize,
     batches: Vec<usize>,
+    precisions: Vec<Precision>,
     peers: bool,
+    /// bench/peers' `--engines` (all of them unless given).
+    peer_engines: Option<String>,
     reference: bool,
     server: bool,
     clients: usize,
@@ -53,7 +59,9 @@ fn opts() -> Opts {
     let mut o = Opts {
         rounds: 3,
         batches: vec![1, 8, 32, 128],
+        precisions: Precision::ALL.to_vec(),
         peers: false,
+        peer_engines: None,
         reference: false,
         server: false,
         clients: 4,
@@ -69,7 +77,16 @@ fn opts() -> Opts {
                 o.batches =
                     args.next().expect("--batches 1,8").split(',').map(|b| b.parse().expect("batch size")).collect()
             }
+            "--precisions" => {
+                o.precisions = args
+                    .next()
+                    .expect("--precisions fp32,int8")
+                    .split(',')
+                    .map(|p| p.parse().unwrap_or_else(|e| panic!("{e}")))
+                    .collect()
+            }
             "--peers" => o.peers = true,
+            "--peer-engines" => o.peer_engines = Some(args.next().expect("--peer-engines ort-fp32,ort-int8")),
             "--reference" => o.reference = true,
             "--server" => o.server = true,
             "--clients" => o.clients = args.next().and_then(|v| v.parse().ok()).expect("--clients N"),
@@ -102,8 +119,8 @@ fn flops(l: usize, h: usize, inter: usize, layers: usize) -> f64 {
     layers as f64 * (2.0 * l * (4.0 * h * h + 2.0 * h * i) + 4.0 * l * l * h)
 }
 
-/// This machine's best GEMM rate on the encoder's largest shape and threads: the better of
-/// the `gemm` crate (candle's kernels) and the encoder's AVX-512 kernel.
+/// This machine's best fp32 GEMM rate on the encoder's largest shape and threads: the better
+/// of the `gemm` crate (candle's kernels) and the encoder's AVX-512 kernel.
 fn gemm_peak() -> (f64, f64) {
     let (crate_rate, m, k, n) = (gemm_crate_rate(), 2048, 384, 1536);
     let a = vec![0.5f32; m * k];
@@ -119,6 +136,23 @@ fn gemm_peak() -> (f64, f64) {
         stance::encoder::sgemm::gemm_acc(&mut c, &a, m, &packed);
     }
     (crate_rate, 2.0 * (m * n * k) as f64 * reps as f64 / t.elapsed().as_secs_f64())
+}
+
+/// The dense layer's rate in `precision` on this process's paths, `m` rows of an `[n, k]`
+/// weight (multiply-adds counted as two operations, whatever the number format).
+fn dense_rate(precision: Precision, m: usize, k: usize, n: usize) -> f64 {
+    let paths = stance::encoder::cpu::paths().unwrap();
+    let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 97) as f32 / 97.0 - 0.5).collect();
+    let w: Vec<f32> = (0..n * k).map(|i| ((i * 104729) % 89) as f32 / 89.0 - 0.5).collect();
+    let dense = stance::encoder::dense::Dense::new(w, n, k, precision, paths);
+    let mut c = vec![0f32; m * n];
+    dense.acc(&mut c, &a, m);
+    let reps = 20;
+    let t = Instant::now();
+    for _ in 0..reps {
+        dense.acc(&mut c, &a, m);
+    }
+    2.0 * (m * n * k) as f64 * reps as f64 / t.elapsed().as_secs_f64()
 }
 
 fn gemm_crate_rate() -> f64 {
@@ -223,7 +257,11 @@ fn main() {
     let device = Device::Cpu;
     let tensors = model::merged_tensors(&files, &device).unwrap();
     let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
-    let fast = FastEncoder::load(vb.clone(), &config).unwrap();
+    let fast: Vec<FastEncoder> =
+        o.precisions.iter().map(|&p| FastEncoder::load(vb.clone(), &config, p).unwrap()).collect();
+    for f in &fast {
+        println!("{} dense weights: {:.0} MB ({:?})", f.precision(), f.dense_bytes() as f64 / 1e6, f.paths());
+    }
     let reference = if o.reference { Some(Encoder::load(vb, &config).unwrap()) } else { None };
     let total_flops: f64 =
         lens.iter().map(|&l| flops(l, config.hidden_size, config.intermediate_size, config.num_hidden_layers)).sum();
@@ -235,8 +273,19 @@ fn main() {
         crate_rate / 1e9,
         avx512_rate / 1e9
     );
+    let (h, inter) = (config.hidden_size, config.intermediate_size);
+    for (m, k, n) in [(32, h, inter), (864, h, inter), (864, inter, h)] {
+        println!(
+            "dense layer {m}x{k}x{n} (GOP/s): {}",
+            o.precisions
+                .iter()
+                .map(|&p| format!("{p} {:.1}", dense_rate(p, m, k, n) / 1e9))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
 
-    let run_fast = |batch: usize| -> (f64, Vec<f64>) {
+    let run_fast = |fast: &FastEncoder, batch: usize| -> (f64, Vec<f64>) {
         let mut lat = Vec::new();
         let t = Instant::now();
         for chunk in ids.chunks(batch) {
@@ -254,28 +303,34 @@ fn main() {
                 chunk.iter().map(|v| WindowInput { ids: v.clone(), targets: vec![] }).collect();
             let refs: Vec<&WindowInput> = windows.iter().collect();
             let b = Batch::build(&refs, &device).unwrap();
-            std::hint::black_box(enc.forward(&b.ids, &b.mask, Precision::Fused).unwrap());
+            std::hint::black_box(enc.forward(&b.ids, &b.mask, Ops::Fused).unwrap());
         }
         ids.len() as f64 / t.elapsed().as_secs_f64()
     };
 
     // Warm-up.
-    run_fast(32);
-    let mut fast_rates: Vec<Vec<f64>> = vec![Vec::new(); o.batches.len()];
+    for f in &fast {
+        run_fast(f, 32);
+    }
+    // By precision, then batch size: one rate per round.
+    let mut fast_rates: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); o.batches.len()]; fast.len()];
     let mut ref_rates: Vec<Vec<f64>> = vec![Vec::new(); o.batches.len()];
-    let mut fast_lat1 = Vec::new();
-    let our_round = |fast_rates: &mut Vec<Vec<f64>>, ref_rates: &mut Vec<Vec<f64>>, fast_lat1: &mut Vec<f64>| {
-        for (bi, &b) in o.batches.iter().enumerate() {
-            let (rate, lat) = run_fast(b);
-            fast_rates[bi].push(rate);
-            if b == 1 {
-                fast_lat1.extend(lat);
+    let mut fast_lat1: Vec<Vec<f64>> = vec![Vec::new(); fast.len()];
+    let our_round =
+        |fast_rates: &mut Vec<Vec<Vec<f64>>>, ref_rates: &mut Vec<Vec<f64>>, fast_lat1: &mut Vec<Vec<f64>>| {
+            for (bi, &b) in o.batches.iter().enumerate() {
+                for (pi, f) in fast.iter().enumerate() {
+                    let (rate, lat) = run_fast(f, b);
+                    fast_rates[pi][bi].push(rate);
+                    if b == 1 {
+                        fast_lat1[pi].extend(lat);
+                    }
+                }
+                if let Some(r) = &reference {
+                    ref_rates[bi].push(run_reference(r, b));
+                }
             }
-            if let Some(r) = &reference {
-                ref_rates[bi].push(run_reference(r, b));
-            }
-        }
-    };
+        };
     let mut peers: Option<Value> = None;
     if o.peers {
         our_round(&mut fast_rates, &mut ref_rates, &mut fast_lat1);
@@ -289,59 +344,65 @@ fn main() {
         }
     }
 
-    // End to end: the whole engine over the articles.
-    let model = StanceModel::load(&files).unwrap();
-    let engine = Engine::new(model, Lexicon::default_actors(), Limits::default()).unwrap();
+    // End to end: the whole engine over the articles, in each precision.
     let inputs: Vec<ArticleInput> = articles
         .iter()
         .map(|(id, text)| ArticleInput { id: id.clone(), text: text.clone(), ..Default::default() })
         .collect();
-    engine.score_many(inputs.clone());
-    let mut e2e = Vec::new();
     let mut segments = 0;
-    for _ in 0..o.rounds {
-        let t = Instant::now();
-        let res = engine.score_many(inputs.clone());
-        segments = res.iter().map(|r| r.as_ref().unwrap().sentences.len()).sum::<usize>();
-        e2e.push(segments as f64 / t.elapsed().as_secs_f64());
-    }
-    // Where the end-to-end time goes, stage by stage.
-    let t = Instant::now();
-    let prepared: Vec<_> = inputs.iter().map(|i| engine.prepare(i.clone()).unwrap()).collect();
-    let prepare_s = t.elapsed().as_secs_f64();
-    let (scores, run_s, n_windows, window_tokens) = {
-        let windows: Vec<&WindowInput> = prepared.iter().flat_map(|p| p.windows.iter()).collect();
-        let tokens: usize = windows.iter().map(|w| w.ids.len()).sum();
-        let t = Instant::now();
-        let scores = engine.run_windows(&windows).unwrap();
-        (scores, t.elapsed().as_secs_f64(), windows.len(), tokens)
-    };
-    let t = Instant::now();
-    let mut scores = scores.into_iter();
-    for p in prepared {
-        let n = p.windows.len();
-        std::hint::black_box(engine.finish(p, scores.by_ref().take(n).collect()));
-    }
-    let finish_s = t.elapsed().as_secs_f64();
-    println!(
-        "engine stages: prepare {:.1} ms, encoder+heads {:.1} ms ({} windows, {} tokens), finish {:.1} ms",
-        prepare_s * 1e3,
-        run_s * 1e3,
-        n_windows,
-        window_tokens,
-        finish_s * 1e3
-    );
-    let mut article_ms = Vec::new();
-    for _ in 0..o.rounds.max(3) {
-        for input in &inputs {
+    let mut e2e_med = Vec::new();
+    let mut article_ms_all = Vec::new();
+    for &p in &o.precisions {
+        let model = StanceModel::load_with(&files, EncoderChoice::Fast(Some(p))).unwrap();
+        let engine = Engine::new(model, Lexicon::default_actors(), Limits::default()).unwrap();
+        engine.score_many(inputs.clone());
+        let mut e2e = Vec::new();
+        for _ in 0..o.rounds {
             let t = Instant::now();
-            engine.score(input.clone()).unwrap();
-            article_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            let res = engine.score_many(inputs.clone());
+            segments = res.iter().map(|r| r.as_ref().unwrap().sentences.len()).sum::<usize>();
+            e2e.push(segments as f64 / t.elapsed().as_secs_f64());
         }
+        // Where the end-to-end time goes, stage by stage.
+        let t = Instant::now();
+        let prepared: Vec<_> = inputs.iter().map(|i| engine.prepare(i.clone()).unwrap()).collect();
+        let prepare_s = t.elapsed().as_secs_f64();
+        let (scores, run_s, n_windows, window_tokens) = {
+            let windows: Vec<&WindowInput> = prepared.iter().flat_map(|p| p.windows.iter()).collect();
+            let tokens: usize = windows.iter().map(|w| w.ids.len()).sum();
+            let t = Instant::now();
+            let scores = engine.run_windows(&windows).unwrap();
+            (scores, t.elapsed().as_secs_f64(), windows.len(), tokens)
+        };
+        let t = Instant::now();
+        let mut scores = scores.into_iter();
+        for p in prepared {
+            let n = p.windows.len();
+            std::hint::black_box(engine.finish(p, scores.by_ref().take(n).collect()));
+        }
+        let finish_s = t.elapsed().as_secs_f64();
+        println!(
+            "engine stages ({p}): prepare {:.1} ms, encoder+heads {:.1} ms ({} windows, {} tokens), finish {:.1} ms",
+            prepare_s * 1e3,
+            run_s * 1e3,
+            n_windows,
+            window_tokens,
+            finish_s * 1e3
+        );
+        let mut article_ms = Vec::new();
+        for _ in 0..o.rounds.max(3) {
+            for input in &inputs {
+                let t = Instant::now();
+                engine.score(input.clone()).unwrap();
+                article_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        e2e_med.push(median(e2e));
+        article_ms_all.push(article_ms);
     }
 
     // Report.
-    println!("\nencoder only, sequences/s (median of {} rounds)", fast_rates[0].len());
+    println!("\nencoder only, sequences/s (median of {} rounds)", fast_rates[0][0].len());
     println!(
         "{:<28} {}",
         "engine",
@@ -349,8 +410,11 @@ fn main() {
     );
     let row =
         |name: &str, v: &[f64]| println!("{:<28} {}", name, v.iter().map(|x| format!("{x:>10.1}")).collect::<String>());
-    let fast_med: Vec<f64> = fast_rates.iter().map(|r| median(r.clone())).collect();
-    row("stance fast (packed)", &fast_med);
+    let fast_med: Vec<Vec<f64>> =
+        fast_rates.iter().map(|by_batch| by_batch.iter().map(|r| median(r.clone())).collect()).collect();
+    for (p, med) in o.precisions.iter().zip(&fast_med) {
+        row(&format!("stance fast {p}"), med);
+    }
     let ref_med: Vec<f64> =
         if reference.is_some() { ref_rates.iter().map(|r| median(r.clone())).collect() } else { vec![] };
     if !ref_med.is_empty() {
@@ -366,49 +430,75 @@ fn main() {
             }
         }
     }
-    let share: Vec<f64> = fast_med.iter().map(|r| r * total_flops / ids.len() as f64 / peak).collect();
-    println!(
-        "{:<28} {}",
-        "share of GEMM peak (fast)",
-        share.iter().map(|x| format!("{:>9.0}%", x * 100.0)).collect::<String>()
-    );
-    let best_fast = fast_med.iter().cloned().fold(0.0, f64::max);
-    let e2e_med = median(e2e.clone());
-    println!(
-        "\nfast encoder batch-1 latency: p50 {:.2} ms, p99 {:.2} ms",
-        percentile(fast_lat1.clone(), 0.5),
-        percentile(fast_lat1.clone(), 0.99)
-    );
-    println!(
-        "end to end (engine over the {} articles, {} segments): {:.1} sentences/s",
-        articles.len(),
-        segments,
-        e2e_med
-    );
-    println!(
-        "one article through the engine: p50 {:.1} ms, p99 {:.1} ms",
-        percentile(article_ms.clone(), 0.5),
-        percentile(article_ms.clone(), 0.99)
-    );
-    let mut ratios = serde_json::Map::new();
-    if let Some(ort) = peer_rows.get("ort-fp32") {
-        let best_ort = ort.as_array().unwrap().iter().filter_map(|v| v.as_f64()).fold(0.0, f64::max);
+    let share: Vec<Vec<f64>> =
+        fast_med.iter().map(|m| m.iter().map(|r| r * total_flops / ids.len() as f64 / peak).collect()).collect();
+    for (p, sh) in o.precisions.iter().zip(&share) {
         println!(
-            "\nratios: best fast encoder / best ORT fp32 = {:.2}; end to end / best ORT fp32 = {:.2}",
-            best_fast / best_ort,
-            e2e_med / best_ort
+            "{:<28} {}",
+            format!("share of fp32 peak ({p})"),
+            sh.iter().map(|x| format!("{:>9.0}%", x * 100.0)).collect::<String>()
         );
-        ratios.insert("encoder_vs_ort_fp32".into(), json!(best_fast / best_ort));
-        ratios.insert("e2e_vs_ort_fp32".into(), json!(e2e_med / best_ort));
-        if let Some(int8) = peer_rows.get("ort-int8") {
-            let best = int8.as_array().unwrap().iter().filter_map(|v| v.as_f64()).fold(0.0, f64::max);
-            println!("                best fast encoder / best ORT int8 = {:.2}", best_fast / best);
-            ratios.insert("encoder_vs_ort_int8".into(), json!(best_fast / best));
+    }
+    let best = |v: &[f64]| v.iter().cloned().filter(|x| x.is_finite()).fold(0.0, f64::max);
+    let by_precision = |p: Precision| o.precisions.iter().position(|&q| q == p);
+    println!();
+    for (pi, p) in o.precisions.iter().enumerate() {
+        println!(
+            "{p}: batch-1 latency p50 {:.2} ms, p99 {:.2} ms; end to end {:.1} sentences/s ({} articles, {} segments); one article p50 {:.1} ms, p99 {:.1} ms",
+            percentile(fast_lat1[pi].clone(), 0.5),
+            percentile(fast_lat1[pi].clone(), 0.99),
+            e2e_med[pi],
+            articles.len(),
+            segments,
+            percentile(article_ms_all[pi].clone(), 0.5),
+            percentile(article_ms_all[pi].clone(), 0.99),
+        );
+    }
+    let mut ratios = serde_json::Map::new();
+    let mut ratio = |name: &str, what: String, v: f64| {
+        println!("  {what:<52} {v:>6.2}");
+        ratios.insert(name.to_string(), json!(v));
+    };
+    println!("\nratios:");
+    let fp32 = by_precision(Precision::Fp32);
+    for (pi, p) in o.precisions.iter().enumerate() {
+        if let (Some(f), true) = (fp32, *p != Precision::Fp32) {
+            ratio(
+                &format!("best_{p}_vs_best_fp32"),
+                format!("best {p} / best fp32"),
+                best(&fast_med[pi]) / best(&fast_med[f]),
+            );
+        }
+        for peer in ["ort-fp32", "ort-int8"] {
+            let Some(v) = peer_rows.get(peer).and_then(|v| v.as_array()) else { continue };
+            let theirs: Vec<f64> = v.iter().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect();
+            let key = peer.replace('-', "_");
+            ratio(
+                &format!("best_{p}_vs_best_{key}"),
+                format!("best {p} / best {peer}"),
+                best(&fast_med[pi]) / best(&theirs),
+            );
+            if let Some(b1) = o.batches.iter().position(|&b| b == 1) {
+                ratio(
+                    &format!("b1_{p}_vs_b1_{key}"),
+                    format!("{p} / {peer} at batch 1"),
+                    fast_med[pi][b1] / theirs[b1],
+                );
+            }
+            ratio(
+                &format!("e2e_{p}_vs_best_{key}"),
+                format!("end to end {p} / best {peer}"),
+                e2e_med[pi] / best(&theirs),
+            );
         }
     }
     println!("peak RSS of this process: {:.0} MB", peak_rss_mb());
     let server = if o.server { Some(server_bench(&inputs, o.clients, o.rounds)) } else { None };
     if let Some(path) = &o.json {
+        let fast_json: serde_json::Map<String, Value> =
+            o.precisions.iter().zip(&fast_med).map(|(p, m)| (p.to_string(), json!(m))).collect();
+        let e2e_json: serde_json::Map<String, Value> =
+            o.precisions.iter().zip(&e2e_med).map(|(p, m)| (p.to_string(), json!(m))).collect();
         let report = json!({
             "workload": {"sentences": ids.len(), "mean_tokens": mean_len, "articles": articles.len()},
             "threads": threads,
@@ -416,12 +506,10 @@ fn main() {
             "gemm_crate_gflops": crate_rate / 1e9,
             "avx512_kernel_gflops": avx512_rate / 1e9,
             "batches": o.batches,
-            "fast": fast_med,
+            "fast": fast_json,
             "reference": ref_med,
             "peers": peer_rows,
-            "share_of_gemm_peak": share,
-            "e2e_sentences_per_s": e2e_med,
-            "article_latency_ms": {"p50": percentile(article_ms.clone(), 0.5), "p99": percentile(article_ms, 0.99)},
+            "e2e_sentences_per_s": e2e_json,
             "ratios": ratios,
             "peak_rss_mb": peak_rss_mb(),
             "server": server,
@@ -446,6 +534,7 @@ fn run_peers(sentences: &Path, o: &Opts, out_dir: &Path) -> Option<Value> {
         .arg(sentences)
         .args(["--batches", &batches, "--rounds", &o.rounds.to_string(), "--model-dir"])
         .arg(&o.model)
+        .args(o.peer_engines.as_ref().map(|e| ["--engines", e.as_str()]).into_iter().flatten())
         .arg("--json")
         .arg(&json_path)
         .status()

@@ -8,9 +8,10 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
+use stance::encoder::Precision;
 use stance::input::Limits;
 use stance::mentions::lexicon::Lexicon;
-use stance::model::{ModelFiles, StanceModel};
+use stance::model::{EncoderChoice, ModelFiles, StanceModel};
 use stance::pipeline::Engine;
 use stance::training::train::TrainConfig;
 
@@ -76,6 +77,26 @@ struct ModelArgs {
     /// Model folder, or a Hugging Face Hub id `org/name[@revision]`. Default: models/mpnet-base-stance.
     #[arg(long, env = "STANCE_MODEL")]
     model: Option<String>,
+    /// Number format of the encoder's dense layers: fp32, bf16, int8, or auto (the one the
+    /// model's manifest records as passing its accuracy gate, else fp32).
+    #[arg(long, env = "STANCE_PRECISION", default_value = "auto")]
+    precision: PrecisionArg,
+}
+
+/// `--precision`: a precision, or `auto` (`None`).
+#[derive(Clone, Copy, Debug)]
+struct PrecisionArg(Option<Precision>);
+
+impl std::str::FromStr for PrecisionArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().eq_ignore_ascii_case("auto") {
+            return Ok(PrecisionArg(None));
+        }
+        s.parse()
+            .map(|p| PrecisionArg(Some(p)))
+            .map_err(|e: stance::encoder::dense::UnknownPrecision| format!("{e} (or auto)"))
+    }
 }
 
 impl ModelArgs {
@@ -121,7 +142,7 @@ struct EngineArgs {
 impl EngineArgs {
     fn engine(&self) -> Result<Engine> {
         let files = self.model.files()?;
-        let model = StanceModel::load(&files)?;
+        let model = StanceModel::load_with(&files, EncoderChoice::Fast(self.model.precision.0))?;
         let lexicon = match &self.actors {
             Some(p) => Lexicon::from_toml_file(p)?,
             None => Lexicon::default_actors(),
@@ -245,18 +266,21 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Score(a) => cli::score::run(a.score, || a.engine.engine()),
         Command::Train(a) => train(a).map(|_| ExitCode::SUCCESS),
-        Command::Eval(a) => cli::eval::run(
-            a.model.files(),
-            &cli::eval::EvalOptions {
-                data: a.data,
-                test: a.test,
-                record: a.record,
-                calibrate: a.calibrate,
-                reference_encoder: a.reference_encoder,
-                predictions: a.predictions,
-            },
-        )
-        .map(|_| ExitCode::SUCCESS),
+        Command::Eval(a) => eval_encoder(&a)
+            .and_then(|encoder| {
+                cli::eval::run(
+                    a.model.files(),
+                    &cli::eval::EvalOptions {
+                        data: a.data,
+                        test: a.test,
+                        record: a.record,
+                        calibrate: a.calibrate,
+                        encoder,
+                        predictions: a.predictions,
+                    },
+                )
+            })
+            .map(|_| ExitCode::SUCCESS),
         Command::Serve(a) => cli::serve::run(a.serve, move || a.engine.engine()).map(|_| ExitCode::SUCCESS),
         Command::Batch(a) => cli::batch::run(a.batch, || a.engine.engine()),
         Command::Health(a) => cli::health::run(&a.remote, a.timeout_s, &a.connect),
@@ -266,6 +290,17 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// The encoder `stance eval` scores with: the reference one is fp32 only.
+fn eval_encoder(a: &EvalArgs) -> Result<EncoderChoice> {
+    match (a.reference_encoder, a.model.precision.0) {
+        (false, p) => Ok(EncoderChoice::Fast(p)),
+        (true, None | Some(Precision::Fp32)) => Ok(EncoderChoice::Reference),
+        (true, Some(p)) => {
+            anyhow::bail!("--reference-encoder runs fp32 only; drop --precision {p} or the reference encoder")
         }
     }
 }

@@ -52,7 +52,11 @@ impl Engine {
     }
 
     pub fn model_ref(&self) -> ModelRef {
-        ModelRef { name: self.model.manifest.name.clone(), version: self.model.manifest.version.clone() }
+        ModelRef {
+            name: self.model.manifest.name.clone(),
+            version: self.model.manifest.version.clone(),
+            precision: self.model.backend.precision(),
+        }
     }
 
     /// Scores one article.

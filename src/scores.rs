@@ -68,6 +68,10 @@ impl Polarity {
 pub struct ModelRef {
     pub name: String,
     pub version: String,
+    /// The number format of the encoder's dense layers (results before it was recorded were
+    /// fp32).
+    #[serde(default)]
+    pub precision: crate::encoder::Precision,
 }
 
 /// One mention of an actor, as offsets into the article text.

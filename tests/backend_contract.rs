@@ -5,9 +5,10 @@
 use std::path::PathBuf;
 
 use stance::batches::WindowInput;
+use stance::encoder::Precision;
 use stance::input::{ArticleInput, Limits};
 use stance::mentions::lexicon::Lexicon;
-use stance::model::{ModelFiles, StanceModel};
+use stance::model::{EncoderChoice, ModelFiles, StanceModel};
 use stance::pipeline::{Engine, WindowScores};
 use stance::scores::Polarity;
 
@@ -22,7 +23,16 @@ fn engine(fast: bool) -> Engine {
 fn engine_of(dir: &str, fast: bool) -> Engine {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let files = ModelFiles::from_dir(&root.join(dir)).unwrap_or_else(|e| panic!("{e}"));
-    Engine::new(StanceModel::load_with(&files, fast).unwrap(), Lexicon::default_actors(), Limits::default()).unwrap()
+    Engine::new(
+        StanceModel::load_with(
+            &files,
+            if fast { EncoderChoice::Fast(Some(Precision::Fp32)) } else { EncoderChoice::Reference },
+        )
+        .unwrap(),
+        Lexicon::default_actors(),
+        Limits::default(),
+    )
+    .unwrap()
 }
 
 fn article() -> ArticleInput {

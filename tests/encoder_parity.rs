@@ -8,7 +8,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 
 use stance::batches::{Batch, WindowInput};
-use stance::encoder::{Encoder, Precision};
+use stance::encoder::{Encoder, Ops, Precision};
 use stance::model::{load_config, ModelFiles};
 use stance::tokens::SentenceTokenizer;
 
@@ -50,7 +50,7 @@ fn encoder_matches_reference_bert() {
     let types = batch.ids.zeros_like().unwrap();
     let mask_u32 = batch.mask.to_dtype(DType::U32).unwrap();
     let expected = reference.forward(&batch.ids, &types, Some(&mask_u32)).unwrap();
-    for p in [Precision::Fused, Precision::Differentiable] {
+    for p in [Ops::Fused, Ops::Differentiable] {
         let got = ours.forward(&batch.ids, &batch.mask, p).unwrap();
         for (row, w) in windows.iter().enumerate() {
             let n = w.ids.len();
@@ -65,8 +65,8 @@ fn encoder_matches_reference_bert() {
     // A sentence alone gives the same states as inside a padded batch.
     for (row, w) in windows.iter().enumerate() {
         let single = Batch::build(&[w], &dev).unwrap();
-        let alone = ours.forward(&single.ids, &single.mask, Precision::Fused).unwrap();
-        let padded = ours.forward(&batch.ids, &batch.mask, Precision::Fused).unwrap();
+        let alone = ours.forward(&single.ids, &single.mask, Ops::Fused).unwrap();
+        let padded = ours.forward(&batch.ids, &batch.mask, Ops::Fused).unwrap();
         let n = w.ids.len();
         let d = max_abs_diff(&alone.get(0).unwrap(), &padded.get(row).unwrap().narrow(0, 0, n).unwrap());
         assert!(d < 1e-4, "sentence {row}: padding changed the states by {d}");
@@ -82,7 +82,7 @@ fn fast_encoder_matches_the_reference_on_packed_sequences() {
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&files.encoder], DType::F32, &dev).unwrap() };
     let cfg = load_config(&files.config).unwrap();
     let reference = Encoder::load(vb.clone(), &cfg).unwrap();
-    let fast = FastEncoder::load(vb, &cfg).unwrap_or_else(|e| panic!("{e}"));
+    let fast = FastEncoder::load(vb, &cfg, Precision::Fp32).unwrap_or_else(|e| panic!("{e}"));
     // CI runs this test under every forced path (STANCE_KERNEL, STANCE_GEMM; README, Speed).
     println!("fast encoder paths: {:?}", fast.paths());
     let tok = SentenceTokenizer::from_file(&files.tokenizer, 128, ("[CLS]", "[SEP]")).unwrap();
@@ -100,7 +100,7 @@ fn fast_encoder_matches_the_reference_on_packed_sequences() {
     for seq in &ids {
         let input = Tensor::new(seq.as_slice(), &dev).unwrap().unsqueeze(0).unwrap();
         let mask = Tensor::ones((1, seq.len()), DType::F32, &dev).unwrap();
-        let expected = reference.forward(&input, &mask, Precision::Fused).unwrap().get(0).unwrap();
+        let expected = reference.forward(&input, &mask, Ops::Fused).unwrap().get(0).unwrap();
         let got = Tensor::from_slice(&packed[offset * h..(offset + seq.len()) * h], (seq.len(), h), &dev).unwrap();
         let d = max_abs_diff(&got, &expected);
         assert!(d < 1e-4, "max abs difference {d}");

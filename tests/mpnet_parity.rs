@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use stance::batches::{Batch, WindowInput};
-use stance::encoder::{relative_bucket, Encoder, FastEncoder, Precision};
+use stance::encoder::{relative_bucket, Encoder, FastEncoder, Ops, Precision};
 use stance::model::{load_config, ModelFiles};
 use stance::tokens::SentenceTokenizer;
 
@@ -43,14 +43,14 @@ fn check(config: &Path, weights: &Path, seqs: &[Recorded], tol: f32) {
     // SAFETY: the weights file is mapped read-only and nothing writes it during the test.
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &dev).unwrap() };
     let reference = Encoder::load(vb.clone(), &cfg).unwrap();
-    let fast = FastEncoder::load(vb, &cfg).unwrap_or_else(|e| panic!("{e}"));
+    let fast = FastEncoder::load(vb, &cfg, Precision::Fp32).unwrap_or_else(|e| panic!("{e}"));
     println!("fast encoder paths: {:?}", fast.paths());
 
     // One sequence at a time, both precisions of the reference.
     for (i, (ids, want)) in seqs.iter().enumerate() {
         let input = Tensor::new(ids.as_slice(), &dev).unwrap().unsqueeze(0).unwrap();
         let mask = Tensor::ones((1, ids.len()), DType::F32, &dev).unwrap();
-        for p in [Precision::Fused, Precision::Differentiable] {
+        for p in [Ops::Fused, Ops::Differentiable] {
             let got = reference.forward(&input, &mask, p).unwrap().get(0).unwrap();
             let d = max_abs_diff(&got, want);
             assert!(d < tol, "reference {p:?}, sequence {i} ({} tokens): max abs difference {d}", ids.len());
@@ -61,7 +61,7 @@ fn check(config: &Path, weights: &Path, seqs: &[Recorded], tol: f32) {
         seqs.iter().map(|(ids, _)| WindowInput { ids: ids.clone(), targets: vec![] }).collect();
     let refs: Vec<&WindowInput> = windows.iter().collect();
     let batch = Batch::build(&refs, &dev).unwrap();
-    let padded = reference.forward(&batch.ids, &batch.mask, Precision::Fused).unwrap();
+    let padded = reference.forward(&batch.ids, &batch.mask, Ops::Fused).unwrap();
     for (i, (ids, want)) in seqs.iter().enumerate() {
         let got = padded.get(i).unwrap().narrow(0, 0, ids.len()).unwrap();
         let d = max_abs_diff(&got, want);

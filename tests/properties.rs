@@ -10,15 +10,21 @@ use std::sync::LazyLock;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
+use stance::encoder::Precision;
 use stance::input::{ArticleInput, ExplicitMention, Limits, SpanInput};
 use stance::mentions::lexicon::{ActorDef, Lexicon};
-use stance::model::{ModelFiles, StanceModel};
+use stance::model::{EncoderChoice, ModelFiles, StanceModel};
 use stance::Engine;
 
 static ENGINE: LazyLock<Engine> = LazyLock::new(|| {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let files = ModelFiles::from_dir(&root.join(stance::SMALL_MODEL_DIR)).unwrap_or_else(|e| panic!("{e}"));
-    Engine::new(StanceModel::load_with(&files, true).unwrap(), Lexicon::default_actors(), Limits::default()).unwrap()
+    Engine::new(
+        StanceModel::load_with(&files, EncoderChoice::Fast(Some(Precision::Fp32))).unwrap(),
+        Lexicon::default_actors(),
+        Limits::default(),
+    )
+    .unwrap()
 });
 
 /// Text that looks like news some of the time and like noise the rest: actor names, sentence

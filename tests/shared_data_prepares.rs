@@ -5,10 +5,11 @@
 
 use std::path::PathBuf;
 
+use stance::encoder::Precision;
 use stance::input::Limits;
 use stance::mentions::lexicon::Lexicon;
 use stance::mentions::matcher::ActorMatcher;
-use stance::model::{ModelFiles, StanceModel};
+use stance::model::{EncoderChoice, ModelFiles, StanceModel};
 use stance::training::data::{self, DataDir, Example};
 use stance::Engine;
 
@@ -19,9 +20,12 @@ fn every_shared_record_prepares() {
     let dir = DataDir(root.join("../shared/data"));
     assert!(dir.0.is_dir(), "{} not found; this test needs ../shared/data beside the repository", dir.0.display());
     let files = ModelFiles::from_dir(&root.join(stance::SMALL_MODEL_DIR)).unwrap_or_else(|e| panic!("{e}"));
-    let engine =
-        Engine::new(StanceModel::load_with(&files, true).unwrap(), Lexicon::default_actors(), Limits::default())
-            .unwrap();
+    let engine = Engine::new(
+        StanceModel::load_with(&files, EncoderChoice::Fast(Some(Precision::Fp32))).unwrap(),
+        Lexicon::default_actors(),
+        Limits::default(),
+    )
+    .unwrap();
 
     let mut sets: Vec<(String, Vec<Example>)> = Vec::new();
     for name in ["train", "rw_dev", "mt_dev", "rw_test", "mt_test"] {

@@ -5,7 +5,7 @@ use candle_core::{Device, Tensor};
 
 use super::{distribute, rows, Backend, WindowLogits};
 use crate::batches::{self, WindowInput};
-use crate::encoder::FastEncoder;
+use crate::encoder::{FastEncoder, Precision};
 use crate::heads::Heads;
 
 pub struct FastBackend {
@@ -22,6 +22,10 @@ impl FastBackend {
 impl Backend for FastBackend {
     fn name(&self) -> &'static str {
         "fast"
+    }
+
+    fn precision(&self) -> Precision {
+        self.encoder.precision()
     }
 
     fn is_padded(&self) -> bool {

@@ -15,6 +15,7 @@ pub use fast::FastBackend;
 pub use reference::ReferenceBackend;
 
 use crate::batches::WindowInput;
+use crate::encoder::Precision;
 
 /// Logits (negative, neutral, positive) for one window.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +29,9 @@ pub struct WindowLogits {
 pub trait Backend: Send + Sync {
     /// A short name, for logs and errors.
     fn name(&self) -> &'static str;
+
+    /// The number format of the encoder's dense layers.
+    fn precision(&self) -> Precision;
 
     /// Whether a batch is padded to its longest window (so it costs rows × longest tokens)
     /// rather than packed (the sum of the windows' lengths).

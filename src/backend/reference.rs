@@ -3,7 +3,7 @@
 
 use super::{distribute, rows, Backend, WindowLogits};
 use crate::batches::{self, Batch, BatchLimits, WindowInput};
-use crate::encoder::{Encoder, Precision};
+use crate::encoder::{Encoder, Ops, Precision};
 use crate::heads::Heads;
 
 /// Windows per padded batch at most: the pooling matrices grow with rows².
@@ -25,6 +25,10 @@ impl Backend for ReferenceBackend {
         "reference"
     }
 
+    fn precision(&self) -> Precision {
+        Precision::Fp32
+    }
+
     fn is_padded(&self) -> bool {
         true
     }
@@ -36,7 +40,7 @@ impl Backend for ReferenceBackend {
         for group in batches::plan(&lengths, limits) {
             let members: Vec<&WindowInput> = group.iter().map(|&i| windows[i]).collect();
             let batch = Batch::build(&members, self.encoder.device())?;
-            let hidden = self.encoder.forward(&batch.ids, &batch.mask, Precision::Fused)?;
+            let hidden = self.encoder.forward(&batch.ids, &batch.mask, Ops::Fused)?;
             let logits = self.heads.forward(&hidden, &batch, None)?;
             let owners: Vec<usize> = batch.target_index.iter().map(|&(row, _)| row).collect();
             let per_row = distribute(rows(&logits.sentence)?, rows(&logits.target)?, &owners);

@@ -1,6 +1,7 @@
 //! `stance eval`: NewsMTSC F1-macro on dev (and test), conflict-stance dev (explicit and end to
 //! end, with article labels), VADER held-out macro-F1, calibration error; `--calibrate` fits
-//! the heads' temperatures on the dev sets.
+//! the heads' temperatures on the dev sets. Under `--precision bf16|int8` it also scores the
+//! dev pair sets in fp32 and reports the precision's accuracy gate.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -8,13 +9,16 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde_json::json;
 
+use stance::encoder::Precision;
 use stance::input::Limits;
 use stance::mentions::lexicon::Lexicon;
-use stance::model::{Calibration, Manifest, ModelFiles, StanceModel};
+use stance::model::{Calibration, EncoderChoice, Manifest, ModelFiles, StanceModel};
 use stance::pipeline::Engine;
 use stance::scores::Label;
 use stance::training::data::{self, DataDir, Split};
-use stance::training::eval::{evaluate, evaluate_end_to_end, Prediction};
+use stance::training::eval::{
+    evaluate, evaluate_end_to_end, PrecisionGate, Prediction, GATE_AGREEMENT, GATE_F1_POINTS,
+};
 use stance::training::metrics::{at_temperature, ece, fit_temperature, Confusion};
 
 pub struct EvalOptions {
@@ -22,7 +26,7 @@ pub struct EvalOptions {
     pub test: bool,
     pub record: bool,
     pub calibrate: bool,
-    pub reference_encoder: bool,
+    pub encoder: EncoderChoice,
     pub predictions: Option<PathBuf>,
 }
 
@@ -34,7 +38,11 @@ type Items = Vec<([f32; 3], Label)>;
 pub fn run(files: Result<ModelFiles>, o: &EvalOptions) -> Result<()> {
     let (test, record) = (o.test, o.record);
     let files = files?;
-    let mut model = StanceModel::load_with(&files, !o.reference_encoder).context("loading the model")?;
+    let mut model = StanceModel::load_with(&files, o.encoder).context("loading the model")?;
+    let precision = model.backend.precision();
+    if o.calibrate && precision != Precision::Fp32 {
+        anyhow::bail!("--calibrate fits the temperatures on fp32 scores; drop --precision {precision} (or use fp32)");
+    }
     let recorded = model.manifest.calibration;
     if o.calibrate {
         // Fit from the uncalibrated probabilities.
@@ -52,6 +60,9 @@ pub fn run(files: Result<ModelFiles>, o: &EvalOptions) -> Result<()> {
     // Dev items per head, for the temperature fit.
     let mut target_dev: Vec<(String, Items)> = Vec::new();
     let mut sentence_dev: Vec<(String, Items)> = Vec::new();
+    // Dev pair sets with their examples, macro-F1 and predictions, for the precision gate.
+    let mut gate_sets: Vec<(String, Vec<data::Example>, f64, Vec<Prediction>)> = Vec::new();
+    println!("encoder: {} ({precision})", engine_name(&o.encoder));
     println!(
         "{:<28} {:>6} {:>8} {:>8} {:>20} {:>6}",
         "set", "items", "F1-macro", "accuracy", "F1 neg / neu / pos", "ECE"
@@ -93,6 +104,7 @@ pub fn run(files: Result<ModelFiles>, o: &EvalOptions) -> Result<()> {
         scores.insert(format!("newsmtsc_{set}"), r);
         if set.ends_with("_dev") {
             target_dev.push((format!("newsmtsc_{set}"), items));
+            gate_sets.push((format!("newsmtsc_{set}"), examples, c.f1_macro(), preds));
         }
     }
 
@@ -106,6 +118,7 @@ pub fn run(files: Result<ModelFiles>, o: &EvalOptions) -> Result<()> {
     row("conflict dev explicit", &c, Some(&items));
     scores.insert("conflict_dev_explicit".into(), record_set(&c, Some(&items)));
     target_dev.push(("conflict_dev_explicit".into(), items));
+    gate_sets.push(("conflict_dev_explicit".into(), examples, c.f1_macro(), preds));
     let lexicon = Lexicon::from_toml_file(&data.conflict_actors())?;
     let started = std::time::Instant::now();
     let e2e = evaluate_end_to_end(&engine, &articles, &lexicon)?;
@@ -150,6 +163,54 @@ pub fn run(files: Result<ModelFiles>, o: &EvalOptions) -> Result<()> {
         }
     }
 
+    let gate = if precision == Precision::Fp32 {
+        None
+    } else {
+        let fp32 = StanceModel::load_with(&files, EncoderChoice::Fast(Some(Precision::Fp32)))
+            .context("loading the model in fp32 for the precision gate")?;
+        let fp32 = Engine::new(fp32, Lexicon::default_actors(), Limits::default())?;
+        let mut theirs = Vec::new();
+        for (name, examples, _, _) in &gate_sets {
+            let (c, _, preds) = evaluate(&fp32, examples)?;
+            theirs.push((name.clone(), c.f1_macro(), preds));
+        }
+        let ours: Vec<_> = gate_sets.into_iter().map(|(n, _, f1, p)| (n, f1, p)).collect();
+        let gate = PrecisionGate::new(&ours, &theirs);
+        println!("precision gate ({precision} against fp32: macro-F1 within {GATE_F1_POINTS} points on each dev set, labels agreeing on >= {:.0}% of dev pairs):", 100.0 * GATE_AGREEMENT);
+        for (set, f32_, f) in &gate.sets {
+            println!("  {set:<26} fp32 {f32_:.4}  {precision} {f:.4}  ({:+.2} points)", 100.0 * (f - f32_));
+        }
+        println!(
+            "  label agreement {:.2}% ({}/{} pairs): {}",
+            100.0 * gate.agreement(),
+            gate.agree,
+            gate.pairs,
+            if gate.passed { "PASSED" } else { "FAILED" }
+        );
+        Some(gate)
+    };
+    if let (true, Some(gate)) = (record, &gate) {
+        // A lower precision records its gate, not its scores: the manifest's scores stay fp32's.
+        let path = files.manifest.clone().context("the model has no manifest.json to record into")?;
+        let mut manifest = Manifest::load(&path)?;
+        let mut gates = manifest.scores.get("precision_gates").cloned().unwrap_or_else(|| json!({}));
+        gates[precision.as_str()] = json!({
+            "sets": gate.sets.iter().map(|(s, a, b)| json!({"set": s, "fp32_f1_macro": a, "f1_macro": b})).collect::<Vec<_>>(),
+            "agree": gate.agree, "pairs": gate.pairs, "agreement": gate.agreement(), "passed": gate.passed,
+            "machine": machine(),
+        });
+        if !manifest.scores.is_object() {
+            manifest.scores = json!({});
+        }
+        manifest.scores["precision_gates"] = gates;
+        // int8 is the fastest path on every CPU measured; it serves by default where it passes.
+        if precision == Precision::Int8 {
+            manifest.precision = gate.passed.then_some(Precision::Int8);
+        }
+        manifest.save(&path).with_context(|| format!("writing {}", path.display()))?;
+        println!("recorded the {precision} gate in {}", path.display());
+        return Ok(());
+    }
     let mut calibration = recorded;
     if o.calibrate {
         let fit = |sets: &[(String, Items)]| -> f64 {
@@ -188,6 +249,10 @@ pub fn run(files: Result<ModelFiles>, o: &EvalOptions) -> Result<()> {
         if let (false, Some(fit)) = (o.calibrate, manifest.scores.get("calibration")) {
             scores.insert("calibration".into(), fit.clone());
         }
+        // ... and of the lower precisions' gates.
+        if let Some(gates) = manifest.scores.get("precision_gates") {
+            scores.insert("precision_gates".into(), gates.clone());
+        }
         manifest.scores = serde_json::Value::Object(scores);
         manifest.save(&path).with_context(|| format!("writing {}", path.display()))?;
         println!("recorded in {}", path.display());
@@ -204,4 +269,25 @@ fn write_predictions(out: Option<&mut impl Write>, set: &str, preds: &[Predictio
         out.flush()?;
     }
     Ok(())
+}
+
+fn engine_name(e: &EncoderChoice) -> &'static str {
+    match e {
+        EncoderChoice::Fast(_) => "fast",
+        EncoderChoice::Reference => "reference",
+    }
+}
+
+/// The CPU this ran on, for the record.
+fn machine() -> String {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    format!("{cpu}, {threads} threads")
 }

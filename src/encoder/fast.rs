@@ -20,7 +20,7 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use super::cpu::{self, Paths, Simd};
-use super::sgemm::{Dense, SharedMut};
+use super::dense::{Dense, Precision, SharedMut};
 use super::{relative_bucket, unprefixed, Architecture, EncoderConfig, LayerNames};
 
 struct Norm {
@@ -64,6 +64,7 @@ pub struct FastEncoder {
     vocab: usize,
     eps: f32,
     paths: Paths,
+    precision: Precision,
     kernels: &'static Kernels,
 }
 
@@ -80,9 +81,10 @@ fn norm(vb: &VarBuilder, h: usize) -> Result<Norm> {
 }
 
 impl FastEncoder {
-    /// Loads the same tensors as [`super::Encoder::load`], for the CPU paths of
-    /// [`cpu::paths`]; fails if a path forced there cannot run on this CPU.
-    pub fn load(vb: VarBuilder, c: &EncoderConfig) -> Result<Self> {
+    /// Loads the same tensors as [`super::Encoder::load`], with the dense layers in
+    /// `precision`, for the CPU paths of [`cpu::paths`]; fails if a path forced there cannot
+    /// run on this CPU.
+    pub fn load(vb: VarBuilder, c: &EncoderConfig, precision: Precision) -> Result<Self> {
         let paths = cpu::paths().map_err(candle_core::Error::wrap)?;
         let arch = c.architecture();
         let vb = unprefixed(vb, arch);
@@ -101,14 +103,20 @@ impl FastEncoder {
             bqkv.extend(vec1(&a.pp(names.value), h, "bias")?);
             let inter = c.intermediate_size;
             layers.push(FastLayer {
-                wqkv: Dense::new(wqkv, 3 * h, h, paths.gemm),
+                wqkv: Dense::new(wqkv, 3 * h, h, precision, paths),
                 bqkv,
-                wo: Dense::new(vec2(&a.pp(names.attn_out), (h, h), "weight")?, h, h, paths.gemm),
+                wo: Dense::new(vec2(&a.pp(names.attn_out), (h, h), "weight")?, h, h, precision, paths),
                 bo: vec1(&a.pp(names.attn_out), h, "bias")?,
                 ln1: norm(&a.pp(names.attn_norm), h)?,
-                wi: Dense::new(vec2(&l.pp("intermediate").pp("dense"), (inter, h), "weight")?, inter, h, paths.gemm),
+                wi: Dense::new(
+                    vec2(&l.pp("intermediate").pp("dense"), (inter, h), "weight")?,
+                    inter,
+                    h,
+                    precision,
+                    paths,
+                ),
                 bi: vec1(&l.pp("intermediate").pp("dense"), c.intermediate_size, "bias")?,
-                wo2: Dense::new(vec2(&l.pp("output").pp("dense"), (h, inter), "weight")?, h, inter, paths.gemm),
+                wo2: Dense::new(vec2(&l.pp("output").pp("dense"), (h, inter), "weight")?, h, inter, precision, paths),
                 bo2: vec1(&l.pp("output").pp("dense"), h, "bias")?,
                 ln2: norm(&l.pp("output").pp("LayerNorm"), h)?,
             });
@@ -148,6 +156,7 @@ impl FastEncoder {
             vocab: c.vocab_size,
             eps: c.layer_norm_eps as f32,
             paths,
+            precision,
             kernels: Kernels::of(paths.simd),
         })
     }
@@ -159,6 +168,16 @@ impl FastEncoder {
     /// The CPU paths this encoder runs.
     pub fn paths(&self) -> Paths {
         self.paths
+    }
+
+    /// The dense layers' number format.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Bytes the dense layers' weights hold (the bulk of the model in memory).
+    pub fn dense_bytes(&self) -> usize {
+        self.layers.iter().map(|l| l.wqkv.bytes() + l.wo.bytes() + l.wi.bytes() + l.wo2.bytes()).sum()
     }
 
     /// Final hidden states of every token of every sequence, packed in order: row `r` of the

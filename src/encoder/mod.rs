@@ -1,7 +1,7 @@
 //! The transformer encoder: BERT and MPNet forward passes written against candle's tensor ops.
 //!
 //! One implementation serves inference and training. Inference uses candle's fused layer-norm
-//! and softmax kernels; training (`Precision::Differentiable`) uses compositions of basic ops,
+//! and softmax kernels; training (`Ops::Differentiable`) uses compositions of basic ops,
 //! because the fused kernels have no backward pass. Both compute the same function (the parity
 //! tests in `tests/` hold them, candle-transformers' `BertModel` and PyTorch's `MPNetModel` to
 //! each other).
@@ -10,8 +10,12 @@
 //! padding convention) and one relative-position bias shared by every layer's attention
 //! scores ([`relative_bucket`]).
 
+mod amx;
+mod bf16;
 pub mod cpu;
+pub mod dense;
 pub mod fast;
+mod int8;
 pub mod sgemm;
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
@@ -145,11 +149,12 @@ pub fn relative_bucket(relative: i64, buckets: usize) -> usize {
     bucket
 }
 
+pub use dense::Precision;
 pub use fast::FastEncoder;
 
 /// Which kernels the forward pass uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Precision {
+pub enum Ops {
     /// Fused kernels, no gradients: serving and evaluation.
     Fused,
     /// Basic ops only, so that `backward()` works: training.
@@ -168,10 +173,10 @@ impl LayerNorm {
         Ok(Self { weight: vb.get(size, "weight")?, bias: vb.get(size, "bias")?, eps })
     }
 
-    fn forward(&self, x: &Tensor, p: Precision) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, p: Ops) -> Result<Tensor> {
         match p {
-            Precision::Fused => candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps as f32),
-            Precision::Differentiable => {
+            Ops::Fused => candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps as f32),
+            Ops::Differentiable => {
                 let mean = x.mean_keepdim(D::Minus1)?;
                 let centered = x.broadcast_sub(&mean)?;
                 let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
@@ -247,7 +252,7 @@ impl Layer {
 
     /// `x`: [batch, seq, hidden]; `bias`: additive attention bias broadcastable to
     /// [batch, heads, seq, seq] (the padding mask, plus MPNet's relative-position bias).
-    fn forward(&self, x: &Tensor, bias: &Tensor, p: Precision) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, bias: &Tensor, p: Ops) -> Result<Tensor> {
         let (b, t, h) = x.dims3()?;
         let split = |y: Tensor| -> Result<Tensor> {
             y.reshape((b, t, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous()
@@ -258,8 +263,8 @@ impl Layer {
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(bias)?;
         let probs = match p {
-            Precision::Fused => candle_nn::ops::softmax_last_dim(&scores)?,
-            Precision::Differentiable => candle_nn::ops::softmax(&scores, D::Minus1)?,
+            Ops::Fused => candle_nn::ops::softmax_last_dim(&scores)?,
+            Ops::Differentiable => candle_nn::ops::softmax(&scores, D::Minus1)?,
         };
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?;
         let x = self.attn_norm.forward(&(self.attn_out.forward(&ctx)? + x)?, p)?;
@@ -336,7 +341,7 @@ impl Encoder {
     }
 
     /// Embedding output for `input_ids` [batch, seq] (u32). Token types are all zero.
-    pub fn embed(&self, input_ids: &Tensor, p: Precision) -> Result<Tensor> {
+    pub fn embed(&self, input_ids: &Tensor, p: Ops) -> Result<Tensor> {
         let (_, t) = input_ids.dims2()?;
         let offset = self.config.position_offset() as u32;
         let positions = Tensor::arange(offset, offset + t as u32, &self.device)?;
@@ -368,7 +373,7 @@ impl Encoder {
 
     /// Runs layers `range` over hidden states `x` [batch, seq, hidden]; `bias` is
     /// [`Self::attention_bias`] of the padding mask.
-    pub fn layers(&self, x: &Tensor, bias: &Tensor, range: std::ops::Range<usize>, p: Precision) -> Result<Tensor> {
+    pub fn layers(&self, x: &Tensor, bias: &Tensor, range: std::ops::Range<usize>, p: Ops) -> Result<Tensor> {
         let bias = match self.position_bias(x.dim(1)?)? {
             Some(relative) => bias.broadcast_add(&relative)?,
             None => bias.clone(),
@@ -382,7 +387,7 @@ impl Encoder {
 
     /// Last hidden states [batch, seq, hidden] for `input_ids` [batch, seq] (u32) and a 0/1
     /// `mask` [batch, seq] (f32).
-    pub fn forward(&self, input_ids: &Tensor, mask: &Tensor, p: Precision) -> Result<Tensor> {
+    pub fn forward(&self, input_ids: &Tensor, mask: &Tensor, p: Ops) -> Result<Tensor> {
         let bias = Self::attention_bias(mask)?;
         let x = self.embed(input_ids, p)?;
         self.layers(&x, &bias, 0..self.layers.len(), p)

@@ -25,6 +25,10 @@ pub struct Manifest {
     /// --calibrate`).
     #[serde(default)]
     pub calibration: Calibration,
+    /// The dense-layer precision the model serves at unless told otherwise: the fastest that
+    /// passed its accuracy gate (`stance eval --precision`); absent means fp32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<crate::encoder::Precision>,
     #[serde(default)]
     pub training: serde_json::Value,
     #[serde(default)]

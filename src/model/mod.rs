@@ -21,7 +21,7 @@ pub use hub::ModelSource;
 pub use manifest::{Calibration, Manifest, TargetInput};
 
 use crate::backend::{Backend, FastBackend, ReferenceBackend};
-use crate::encoder::{Encoder, EncoderConfig, FastEncoder};
+use crate::encoder::{Encoder, EncoderConfig, FastEncoder, Precision};
 use crate::heads::Heads;
 use crate::tokens::SentenceTokenizer;
 
@@ -200,6 +200,16 @@ pub fn merged_tensors(files: &ModelFiles, device: &Device) -> Result<HashMap<Str
     Ok(tensors)
 }
 
+/// Which encoder a model runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncoderChoice {
+    /// The serving encoder, with its dense layers in this precision (`None`: the one the
+    /// manifest records as passing its accuracy gate, else fp32).
+    Fast(Option<Precision>),
+    /// The candle-op reference encoder (fp32).
+    Reference,
+}
+
 /// A loaded model: tokenizer, backend (encoder, pooling and heads) and the manifest's
 /// description.
 pub struct StanceModel {
@@ -210,13 +220,14 @@ pub struct StanceModel {
 }
 
 impl StanceModel {
-    /// Loads a complete model (one with trained heads) on the CPU, with the fast encoder.
+    /// Loads a complete model (one with trained heads) on the CPU, with the fast encoder at
+    /// the model's own precision.
     pub fn load(files: &ModelFiles) -> Result<Self, ModelError> {
-        Self::load_with(files, true)
+        Self::load_with(files, EncoderChoice::Fast(None))
     }
 
-    /// Loads a complete model; `fast: false` keeps the candle-op reference encoder instead.
-    pub fn load_with(files: &ModelFiles, fast: bool) -> Result<Self, ModelError> {
+    /// Loads a complete model on the encoder `choice`.
+    pub fn load_with(files: &ModelFiles, choice: EncoderChoice) -> Result<Self, ModelError> {
         let device = Device::Cpu;
         let manifest_path = files.manifest.clone().ok_or_else(|| ModelError::MissingFile {
             dir: PathBuf::from(&files.origin),
@@ -241,10 +252,15 @@ impl StanceModel {
         };
         let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
         let heads = Heads::load(vb.pp("heads"), &manifest.heads).map_err(|e| invalid("stance heads", e))?;
-        let backend: Box<dyn Backend> = if fast {
-            Box::new(FastBackend::new(FastEncoder::load(vb, &config).map_err(|e| invalid("encoder", e))?, heads))
-        } else {
-            Box::new(ReferenceBackend::new(Encoder::load(vb, &config).map_err(|e| invalid("encoder", e))?, heads))
+        let backend: Box<dyn Backend> = match choice {
+            EncoderChoice::Fast(precision) => {
+                let precision = precision.or(manifest.precision).unwrap_or_default();
+                let encoder = FastEncoder::load(vb, &config, precision).map_err(|e| invalid("encoder", e))?;
+                Box::new(FastBackend::new(encoder, heads))
+            }
+            EncoderChoice::Reference => {
+                Box::new(ReferenceBackend::new(Encoder::load(vb, &config).map_err(|e| invalid("encoder", e))?, heads))
+            }
         };
         Ok(Self { tokenizer, backend, manifest, files: files.clone() })
     }

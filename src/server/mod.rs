@@ -522,6 +522,7 @@ impl pb::stance_server::Stance for StanceService {
                 max_tokens: m.max_tokens as u64,
                 labels: m.labels.clone(),
                 manifest_json: serde_json::to_string(m).unwrap_or_default(),
+                precision: model.backend.precision().to_string(),
                 limits: Some(pb::Limits {
                     max_article_bytes: limits.max_article_bytes as u64,
                     max_sentences: limits.max_sentences as u64,

@@ -182,3 +182,78 @@ fn match_pair(
     }
     fallback
 }
+
+/// A lower precision against fp32 on the dev pair sets: the accuracy gate a precision must
+/// pass to serve by default (macro-F1 within [`GATE_F1_POINTS`] of fp32 on every set, labels
+/// the same as fp32's on at least [`GATE_AGREEMENT`] of all pairs).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PrecisionGate {
+    /// Per set: its name, fp32's macro-F1 and this precision's.
+    pub sets: Vec<(String, f64, f64)>,
+    /// Pairs whose predicted label is fp32's, and all pairs.
+    pub agree: usize,
+    pub pairs: usize,
+    pub passed: bool,
+}
+
+/// Most macro-F1 a precision may lose on a dev set, in points (0.005).
+pub const GATE_F1_POINTS: f64 = 0.5;
+/// Least share of dev pairs whose label must be fp32's.
+pub const GATE_AGREEMENT: f64 = 0.99;
+
+impl PrecisionGate {
+    /// `ours` and `fp32`: per dev set, its name, macro-F1 and predictions, in the same order
+    /// (the same examples scored by both).
+    pub fn new(ours: &[(String, f64, Vec<Prediction>)], fp32: &[(String, f64, Vec<Prediction>)]) -> Self {
+        assert_eq!(ours.len(), fp32.len(), "the same sets");
+        let (mut agree, mut pairs, mut sets) = (0, 0, Vec::new());
+        for ((name, f1, preds), (name32, f1_32, preds32)) in ours.iter().zip(fp32) {
+            assert_eq!((name, preds.len()), (name32, preds32.len()), "the same examples");
+            for (a, b) in preds.iter().zip(preds32) {
+                debug_assert_eq!((&a.id, a.target), (&b.id, b.target));
+                pairs += 1;
+                agree += usize::from(a.predicted == b.predicted);
+            }
+            sets.push((name.clone(), *f1_32, *f1));
+        }
+        let f1_ok = sets.iter().all(|(_, f32_, f)| (f32_ - f) * 100.0 <= GATE_F1_POINTS);
+        let passed = f1_ok && pairs > 0 && agree as f64 >= GATE_AGREEMENT * pairs as f64;
+        Self { sets, agree, pairs, passed }
+    }
+
+    pub fn agreement(&self) -> f64 {
+        self.agree as f64 / self.pairs.max(1) as f64
+    }
+}
+
+#[cfg(test)]
+mod gate_tests {
+    use super::*;
+
+    fn preds(labels: &[Label]) -> Vec<Prediction> {
+        labels
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| Prediction { id: format!("x{i}"), target: Some(0), gold: l, predicted: l, probs: [0.0; 3] })
+            .collect()
+    }
+
+    #[test]
+    fn the_gate_holds_f1_and_agreement() {
+        let fp32 = preds(&[Label::Negative; 200]);
+        let mut two_off = fp32.clone();
+        two_off[0].predicted = Label::Neutral;
+        two_off[1].predicted = Label::Positive;
+        let set = |f1, p: &Vec<Prediction>| vec![("dev".to_string(), f1, p.clone())];
+        // 198/200 agree (99%), F1 0.4 points lower: passes.
+        let g = PrecisionGate::new(&set(0.796, &two_off), &set(0.800, &fp32));
+        assert!(g.passed && (g.agree, g.pairs) == (198, 200), "{g:?}");
+        // 0.6 points lower: fails however well labels agree.
+        assert!(!PrecisionGate::new(&set(0.794, &fp32), &set(0.800, &fp32)).passed);
+        // A better F1 never fails the gate; 197/200 agreeing does.
+        let mut three_off = two_off.clone();
+        three_off[2].predicted = Label::Neutral;
+        let g = PrecisionGate::new(&set(0.9, &three_off), &set(0.8, &fp32));
+        assert!(!g.passed && g.agree == 197, "{g:?}");
+    }
+}

@@ -30,7 +30,7 @@ use serde_json::json;
 
 use crate::backend::{FastBackend, ReferenceBackend};
 use crate::batches::{self, Batch, WindowInput};
-use crate::encoder::{Encoder, EncoderConfig, FastEncoder, Precision};
+use crate::encoder::{Encoder, EncoderConfig, FastEncoder, Ops, Precision};
 use crate::error::{EngineError, InputError};
 use crate::heads::Heads;
 use crate::input::Limits;
@@ -258,6 +258,7 @@ pub fn train(
         heads: heads_cfg.clone(),
         target_input,
         calibration: Default::default(),
+        precision: None,
         training: serde_json::Value::Null,
         scores: serde_json::Value::Null,
     };
@@ -563,7 +564,7 @@ fn windows_with_labels(engine: &Engine, examples: &[Example]) -> Result<Vec<Item
 
 /// The fast encoder over the current weights of `varmap` (a copy: later steps do not reach it).
 fn fast_encoder(varmap: &VarMap, config: &EncoderConfig) -> Result<FastEncoder> {
-    Ok(FastEncoder::load(VarBuilder::from_varmap(varmap, DType::F32, &Device::Cpu), config)?)
+    Ok(FastEncoder::load(VarBuilder::from_varmap(varmap, DType::F32, &Device::Cpu), config, Precision::Fp32)?)
 }
 
 /// An engine that scores as the service would, on the current weights.
@@ -642,7 +643,7 @@ fn stage1_loss(
         .collect::<candle_core::Result<Vec<_>>>()?;
     let x = Tensor::stack(&rows, 0)?;
     let bias = Encoder::attention_bias(&batch.mask)?;
-    let h = encoder.layers(&x, &bias, frozen..encoder.num_layers(), Precision::Differentiable)?;
+    let h = encoder.layers(&x, &bias, frozen..encoder.num_layers(), Ops::Differentiable)?;
     let logits = heads.forward(&h, &batch, Some(dropout))?;
     let labels: Vec<u32> = batch.target_index.iter().map(|&(r, t)| members[r].labels[t]).collect();
     let labels = Tensor::from_vec(labels, batch.target_index.len(), device)?;

@@ -3,6 +3,7 @@
 //! in-process.
 
 use super::pb;
+use crate::encoder::Precision;
 use crate::input::{ArticleInput, ExplicitMention, SpanInput};
 use crate::mentions::lexicon::ActorDef;
 use crate::scores::{
@@ -131,7 +132,11 @@ impl From<ArticleScore> for pb::ArticleScore {
     fn from(a: ArticleScore) -> Self {
         pb::ArticleScore {
             id: a.id,
-            model: Some(pb::ModelRef { name: a.model.name, version: a.model.version }),
+            model: Some(pb::ModelRef {
+                name: a.model.name,
+                version: a.model.version,
+                precision: a.model.precision.to_string(),
+            }),
             sentences: a
                 .sentences
                 .into_iter()
@@ -192,6 +197,14 @@ fn label_of(v: i32, what: &str) -> Result<Label, WireError> {
         Ok(pb::Label::Positive) => Ok(Label::Positive),
         _ => Err(WireError(format!("{what}: invalid label {v}"))),
     }
+}
+
+/// A result's precision; an empty one comes from a server that predates the field (fp32).
+fn precision_of(p: &str) -> Result<Precision, WireError> {
+    if p.is_empty() {
+        return Ok(Precision::Fp32);
+    }
+    p.parse().map_err(|e| WireError(format!("model precision: {e}")))
 }
 
 fn polarity_of(p: Option<pb::Polarity>, what: &str) -> Result<Polarity, WireError> {
@@ -278,7 +291,7 @@ impl TryFrom<pb::ArticleScore> for ArticleScore {
         let s = a.sentiment.ok_or_else(|| WireError("missing article sentiment".into()))?;
         Ok(ArticleScore {
             id: a.id,
-            model: ModelRef { name: model.name, version: model.version },
+            model: ModelRef { name: model.name, version: model.version, precision: precision_of(&model.precision)? },
             sentences,
             actors,
             sentiment: ArticleSentiment { label: label_of(s.label, "article sentiment")?, score: s.score },

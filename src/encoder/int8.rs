@@ -1,0 +1,454 @@
+//! int8 dense layers, quantised the way dynamic quantisation does it, with finer scales:
+//!
+//! - the weight: int8 in −127..=127 with one scale per output channel (row of `W`), set once at
+//!   load;
+//! - each input row: uint8 with its own scale and offset (its min and max over `k`), set when
+//!   the row arrives, so a row of small values keeps its resolution;
+//! - products summed exactly in int32, then `dst += s_w · (s_a · Σ q_a·q_w + min_a · Σ q_w)`,
+//!   which is `Σ a·w` up to the rounding of `a` and `w`.
+//!
+//! Three kernels, one set of quantised values:
+//! - [`Dot::Amx`]: AMX tiles' `tdpbusd` on 32×32 blocks ([`super::amx`]);
+//! - [`Dot::Avx512`]: AVX-512 VNNI's `vpdpbusd`, four u8×s8 multiply-adds per 32-bit lane per
+//!   instruction, on 12×32 tiles like the fp32 kernel's;
+//! - [`Dot::Portable`]: plain integer loops, for CPUs with neither.
+//!
+//! Both packed kernels read the weight as 32-column panels of 4-byte groups (a quarter of
+//! fp32's bytes). The integer sums are exact on all three and the dequantisation is the same
+//! expression, so the paths agree to the last bit.
+
+use rayon::prelude::*;
+
+use super::cpu::Dot;
+use super::dense::{by_rows, for_each_tile, SharedMut, MB, MR, NR};
+
+/// The features the AVX-512 kernel is compiled with.
+pub(crate) const FEATURES: &[&str] = &["avx512f", "avx512bw", "avx512vnni"];
+/// What the AMX kernel needs: the AVX-512 kernel's features (its quantisation and shapes it
+/// leaves to the AVX-512 kernel) and AMX's.
+pub(crate) const AMX_FEATURES: &[&str] = &["avx512f", "avx512bw", "avx512vnni", "amx-tile", "amx-int8"];
+
+/// The features of [`AMX_FEATURES`] this process lacks (AMX counts as lacking where the CPU or
+/// the kernel does not offer it).
+pub(crate) fn amx_missing() -> Vec<&'static str> {
+    let mut m = missing();
+    if !super::amx::int8_usable() {
+        m.extend(["amx-tile", "amx-int8"]);
+    }
+    m
+}
+
+/// The features of [`FEATURES`] this CPU lacks (all of them off x86-64).
+pub(crate) fn missing() -> Vec<&'static str> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut m = Vec::new();
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            m.push("avx512f");
+        }
+        if !std::arch::is_x86_feature_detected!("avx512bw") {
+            m.push("avx512bw");
+        }
+        if !std::arch::is_x86_feature_detected!("avx512vnni") {
+            m.push("avx512vnni");
+        }
+        m
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        FEATURES.to_vec()
+    }
+}
+
+/// Below this many values, quantising the input stays on the calling thread.
+const PAR_MIN: usize = 1 << 15;
+
+pub struct Int8Weight {
+    n: usize,
+    k: usize,
+    /// `k` rounded up to a multiple of 4 (the padding is zero).
+    kq: usize,
+    /// Per output channel: the weight's scale, and the sum of its quantised values.
+    scale: Vec<f32>,
+    colsum: Vec<f32>,
+    form: Form,
+}
+
+enum Form {
+    /// `n / 32` panels of `[kq / 4][32][4]`, for AMX (`amx`) or the AVX-512 kernel.
+    Panels { panels: Vec<i8>, amx: bool },
+    /// `[n][kq]`, row-major.
+    Portable { rows: Vec<i8> },
+}
+
+/// One input's rows quantised: `a[r][j] ≈ scale[r] · q[r][j] + min[r]`.
+struct Rows {
+    q: Vec<u8>,
+    scale: Vec<f32>,
+    min: Vec<f32>,
+}
+
+/// The smallest and largest value of `row`, in 16 lanes so that it vectorises.
+#[inline(always)]
+fn row_range(row: &[f32]) -> (f32, f32) {
+    let (mut lo, mut hi) = ([f32::INFINITY; 16], [f32::NEG_INFINITY; 16]);
+    let mut chunks = row.chunks_exact(16);
+    for c in &mut chunks {
+        for j in 0..16 {
+            lo[j] = if c[j] < lo[j] { c[j] } else { lo[j] };
+            hi[j] = if c[j] > hi[j] { c[j] } else { hi[j] };
+        }
+    }
+    for &v in chunks.remainder() {
+        lo[0] = if v < lo[0] { v } else { lo[0] };
+        hi[0] = if v > hi[0] { v } else { hi[0] };
+    }
+    (lo.iter().fold(f32::INFINITY, |a, &b| a.min(b)), hi.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)))
+}
+
+/// Quantises one row into `q` and returns its `(scale, min)`. Exact IEEE operations only (no
+/// fused multiply-add), so every compilation of it gives the same bytes.
+#[inline(always)]
+fn quantise_row(row: &[f32], q: &mut [u8]) -> (f32, f32) {
+    let (lo, hi) = row_range(row);
+    let range = hi - lo;
+    // A constant row is its offset exactly; a scale of 1 keeps the arithmetic finite.
+    let scale = if range > 0.0 && range.is_finite() { range / 255.0 } else { 1.0 };
+    let inv = 1.0 / scale;
+    for (o, &v) in q.iter_mut().zip(row) {
+        // `as u8` saturates, so values pushed past 0..=255 by rounding clamp.
+        *o = ((v - lo) * inv).round_ties_even() as u8;
+    }
+    (scale, lo)
+}
+
+/// [`quantise_row`] compiled for AVX-512, where the native kernel runs.
+///
+/// # Safety
+/// The CPU has AVX-512F and AVX-512BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn quantise_row_avx512(row: &[f32], q: &mut [u8]) -> (f32, f32) {
+    quantise_row(row, q)
+}
+
+/// Quantises `a`'s `m` rows; the buffer holds `padded` ≥ `m` rows (the rest zero), for
+/// kernels that read whole blocks.
+fn quantise_rows(a: &[f32], m: usize, k: usize, kq: usize, padded: usize, dot: Dot) -> Rows {
+    let mut q = vec![0u8; padded * kq];
+    let one = |(row, q): (&[f32], &mut [u8])| match dot {
+        // SAFETY: `Dot::Amx` and `Dot::Avx512` reach here only from a packed weight, which
+        // exists only where the CPU has FEATURES (AVX-512F and BW among them).
+        #[cfg(target_arch = "x86_64")]
+        Dot::Amx | Dot::Avx512 => unsafe { quantise_row_avx512(row, q) },
+        _ => quantise_row(row, q),
+    };
+    let params: Vec<(f32, f32)> = if m * k >= PAR_MIN {
+        a.par_chunks(k).zip(q[..m * kq].par_chunks_mut(kq)).map(one).collect()
+    } else {
+        a.chunks(k).zip(q.chunks_mut(kq)).map(one).collect()
+    };
+    let (scale, min) = params.into_iter().unzip();
+    Rows { q, scale, min }
+}
+
+impl Int8Weight {
+    /// `w` (`[n, k]`, row-major) quantised per output channel for `dot`. A shape the packed
+    /// kernels do not cover (`n` not a multiple of 32) gets the portable form, one AMX does not
+    /// (`k` not a multiple of 64) the AVX-512 kernel. Panics when the CPU lacks what `dot`
+    /// needs.
+    pub(crate) fn new(w: &[f32], n: usize, k: usize, dot: Dot) -> Self {
+        assert_eq!(w.len(), n * k);
+        let kq = k.div_ceil(4) * 4;
+        let mut rows = vec![0i8; n * kq];
+        let (mut scale, mut colsum) = (vec![0f32; n], vec![0f32; n]);
+        for c in 0..n {
+            let row = &w[c * k..(c + 1) * k];
+            let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let s = if max > 0.0 && max.is_finite() { max / 127.0 } else { 1.0 };
+            let mut sum = 0i32;
+            for (o, &v) in rows[c * kq..c * kq + k].iter_mut().zip(row) {
+                *o = (v / s).round().clamp(-127.0, 127.0) as i8;
+                sum += *o as i32;
+            }
+            (scale[c], colsum[c]) = (s, sum as f32);
+        }
+        let form = if dot != Dot::Portable && n.is_multiple_of(NR) && k > 0 {
+            let amx = dot == Dot::Amx && kq.is_multiple_of(64);
+            let missing = if amx { amx_missing() } else { missing() };
+            assert!(missing.is_empty(), "the int8 kernel needs {}, which this CPU lacks", missing.join(", "));
+            let mut panels = vec![0i8; n * kq];
+            for p in 0..n / NR {
+                for g in 0..kq / 4 {
+                    for c in 0..NR {
+                        for j in 0..4 {
+                            panels[((p * (kq / 4) + g) * NR + c) * 4 + j] = rows[(p * NR + c) * kq + g * 4 + j];
+                        }
+                    }
+                }
+            }
+            Form::Panels { panels, amx }
+        } else {
+            Form::Portable { rows }
+        };
+        Self { n, k, kq, scale, colsum, form }
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        let data = match &self.form {
+            Form::Panels { panels, .. } => panels.len(),
+            Form::Portable { rows } => rows.len(),
+        };
+        data + 4 * (self.scale.len() + self.colsum.len())
+    }
+
+    /// `dst[m, n] += a[m, k] · Wᵀ`, both quantised.
+    pub(crate) fn acc(&self, dst: &mut [f32], a: &[f32], m: usize) {
+        let (n, k, kq) = (self.n, self.k, self.kq);
+        assert_eq!(dst.len(), m * n);
+        assert_eq!(a.len(), m * k);
+        if m == 0 {
+            return;
+        }
+        let (dot, padded) = match self.form {
+            Form::Panels { amx: true, .. } => (Dot::Amx, m.next_multiple_of(super::amx::ROWS)),
+            Form::Panels { amx: false, .. } => (Dot::Avx512, m),
+            Form::Portable { .. } => (Dot::Portable, m),
+        };
+        let rows = quantise_rows(a, m, k, kq, padded, dot);
+        match &self.form {
+            Form::Portable { rows: w } => {
+                let one = |(r, out): (usize, &mut [f32])| {
+                    let qa = &rows.q[r * kq..(r + 1) * kq];
+                    for (c, o) in out.iter_mut().enumerate() {
+                        let qw = &w[c * kq..(c + 1) * kq];
+                        let dot: i32 = qa.iter().zip(qw).map(|(&x, &y)| x as i32 * y as i32).sum();
+                        *o = dequantise(dot, rows.scale[r], rows.min[r], self.scale[c], self.colsum[c], *o);
+                    }
+                };
+                if m * n * k >= 1 << 18 {
+                    dst.par_chunks_mut(n).enumerate().for_each(one);
+                } else {
+                    dst.chunks_mut(n).enumerate().for_each(one);
+                }
+            }
+            Form::Panels { panels, amx: true } => {
+                let out = SharedMut(dst.as_mut_ptr());
+                for_each_tile(m, (super::amx::ROWS, super::amx::BLOCK), n / NR, m * n * k, |r, count, p| {
+                    let panel = &panels[p * kq * NR..(p + 1) * kq * NR];
+                    let mut sums = [0i32; 1024];
+                    // SAFETY: the AMX form exists only where AMX runs (`new`); the quantised
+                    // buffer holds `padded` rows, a multiple of 32, so rows r..r+32 (r a
+                    // multiple of 32) are readable, kq (a multiple of 64) bytes each; the
+                    // panel holds kq/4 rows of 128 bytes. The epilogue writes rows r..r+count
+                    // and columns p*NR..p*NR+NR of dst, this tile's alone.
+                    #[cfg(target_arch = "x86_64")]
+                    unsafe {
+                        super::amx::int8_block(
+                            rows.q.as_ptr().add(r * kq),
+                            kq,
+                            panel.as_ptr().cast(),
+                            kq / 64,
+                            &mut sums,
+                        );
+                        let d = out.get().add(r * n + p * NR);
+                        let channels = (&self.scale[p * NR..(p + 1) * NR], &self.colsum[p * NR..(p + 1) * NR]);
+                        dequantise_block(
+                            &sums,
+                            count,
+                            d,
+                            n,
+                            (&rows.scale[r..r + count], &rows.min[r..r + count]),
+                            channels,
+                        );
+                    }
+                });
+            }
+            Form::Panels { panels, amx: false } => {
+                let out = SharedMut(dst.as_mut_ptr());
+                for_each_tile(m, (MR, MB), n / NR, m * n * k, |r, count, p| {
+                    let panel = &panels[p * kq * NR..(p + 1) * kq * NR];
+                    // SAFETY: rows r..r+count and columns p*NR..p*NR+NR of dst are inside it
+                    // and written by this tile only (`for_each_tile` visits each once, panels
+                    // split between threads); the quantised rows r..r+count hold kq bytes
+                    // each and their parameters `count` floats; the panel holds kq*NR bytes;
+                    // the channel parameters from p*NR hold NR floats; the packed form exists
+                    // only where the CPU has FEATURES (`new`).
+                    #[cfg(target_arch = "x86_64")]
+                    unsafe {
+                        let tile = Tile {
+                            dst: out.get().add(r * n + p * NR),
+                            ldd: n,
+                            a: rows.q.as_ptr().add(r * kq),
+                            kq,
+                            b: panel.as_ptr(),
+                            row_scale: rows.scale.as_ptr().add(r),
+                            row_min: rows.min.as_ptr().add(r),
+                            scale: self.scale.as_ptr().add(p * NR),
+                            colsum: self.colsum.as_ptr().add(p * NR),
+                        };
+                        by_rows!(count, kernel(&tile))
+                    }
+                });
+            }
+        }
+    }
+
+    /// The kernel that runs this weight.
+    #[cfg(test)]
+    fn kernel(&self) -> Dot {
+        match self.form {
+            Form::Panels { amx: true, .. } => Dot::Amx,
+            Form::Panels { amx: false, .. } => Dot::Avx512,
+            Form::Portable { .. } => Dot::Portable,
+        }
+    }
+}
+
+/// `dst + s_w · (s_a · dot + min_a · Σq_w)`, in the order (and with the fused multiply-adds) of
+/// the native kernel's epilogue.
+#[inline]
+fn dequantise(dot: i32, row_scale: f32, row_min: f32, scale: f32, colsum: f32, dst: f32) -> f32 {
+    (dot as f32).mul_add(row_scale, row_min * colsum).mul_add(scale, dst)
+}
+
+/// Dequantises an AMX block's int32 sums (`sums[32][32]`) into `rows` rows of `dst` (`ldd`
+/// apart), with the rows' `(scale, min)` and the channels' `(scale, colsum)`.
+///
+/// # Safety
+/// The CPU has AVX-512F; `dst` points at `rows` rows of 32 writable floats `ldd` apart that no
+/// one else accesses meanwhile.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dequantise_block(
+    sums: &[i32; 1024],
+    rows: usize,
+    dst: *mut f32,
+    ldd: usize,
+    (row_scale, row_min): (&[f32], &[f32]),
+    (scale, colsum): (&[f32], &[f32]),
+) {
+    for i in 0..rows {
+        // SAFETY: row i < rows of dst, 32 floats, as the caller vouches.
+        let d = unsafe { std::slice::from_raw_parts_mut(dst.add(i * ldd), NR) };
+        for j in 0..NR {
+            d[j] = dequantise(sums[i * NR + j], row_scale[i], row_min[i], scale[j], colsum[j], d[j]);
+        }
+    }
+}
+
+/// What one AVX-512 tile reads and writes.
+#[cfg(target_arch = "x86_64")]
+struct Tile {
+    dst: *mut f32,
+    ldd: usize,
+    a: *const u8,
+    kq: usize,
+    b: *const i8,
+    row_scale: *const f32,
+    row_min: *const f32,
+    scale: *const f32,
+    colsum: *const f32,
+}
+
+/// One `R`×32 tile: int32 sums of `a[R, kq] · b`, four u8×s8 products per lane and
+/// instruction, then dequantised into `dst`.
+///
+/// # Safety
+/// The CPU has [`FEATURES`]; `t.dst` points at `R` rows of 32 writable floats `t.ldd` apart
+/// that no one else accesses meanwhile; `t.a` at `R` rows of `t.kq` bytes, `t.kq` apart; `t.b`
+/// at a panel of `t.kq * 32` bytes; `t.row_scale` and `t.row_min` at `R` floats; `t.scale` and
+/// `t.colsum` at 32 floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn kernel<const R: usize>(t: &Tile) {
+    use std::arch::x86_64::*;
+    let mut acc0 = [_mm512_setzero_si512(); R];
+    let mut acc1 = [_mm512_setzero_si512(); R];
+    // SAFETY: every load and store stays inside what the caller vouches for: a rows i < R,
+    // bytes g*4..g*4+4 for g < kq/4 (read unaligned); b bytes g*128..g*128+128; the per-row
+    // and per-channel parameters; dst rows i < R, floats 0..32 of each.
+    unsafe {
+        for g in 0..t.kq / 4 {
+            let b0 = _mm512_loadu_si512(t.b.add(g * 4 * NR).cast());
+            let b1 = _mm512_loadu_si512(t.b.add(g * 4 * NR + 64).cast());
+            for i in 0..R {
+                let x = _mm512_set1_epi32(t.a.add(i * t.kq + g * 4).cast::<i32>().read_unaligned());
+                acc0[i] = _mm512_dpbusd_epi32(acc0[i], x, b0);
+                acc1[i] = _mm512_dpbusd_epi32(acc1[i], x, b1);
+            }
+        }
+        let (s0, s1) = (_mm512_loadu_ps(t.scale), _mm512_loadu_ps(t.scale.add(16)));
+        let (c0, c1) = (_mm512_loadu_ps(t.colsum), _mm512_loadu_ps(t.colsum.add(16)));
+        for i in 0..R {
+            let rs = _mm512_set1_ps(*t.row_scale.add(i));
+            let rm = _mm512_set1_ps(*t.row_min.add(i));
+            let d = t.dst.add(i * t.ldd);
+            let v0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc0[i]), rs, _mm512_mul_ps(rm, c0));
+            let v1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc1[i]), rs, _mm512_mul_ps(rm, c1));
+            _mm512_storeu_ps(d, _mm512_fmadd_ps(v0, s0, _mm512_loadu_ps(d)));
+            _mm512_storeu_ps(d.add(16), _mm512_fmadd_ps(v1, s1, _mm512_loadu_ps(d.add(16))));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::dense::tests::{data, naive, ROWS};
+    use super::*;
+
+    /// The path of this process (`STANCE_INT8`, or the best the CPU runs) against the
+    /// quantisation's own arithmetic in f64 (tight) and against the unquantised product (within
+    /// the quantisation error), on every tile remainder and a `k` that is not a multiple of 4.
+    #[test]
+    fn int8_matches_its_quantised_arithmetic() {
+        let paths = super::super::cpu::paths().unwrap_or_else(|e| panic!("{e}"));
+        println!("int8 path: {:?}", paths.int8);
+        for (n, k) in [(64, 40), (32, 37), (48, 16), (64, 128)] {
+            let w = data(n * k, 7919, 23);
+            let dense = Int8Weight::new(&w, n, k, paths.int8);
+            let want = match paths.int8 {
+                _ if n % 32 != 0 => Dot::Portable,
+                Dot::Amx if !dense.kq.is_multiple_of(64) => Dot::Avx512,
+                d => d,
+            };
+            assert_eq!(dense.kernel(), want, "n={n} k={k}");
+            for m in ROWS {
+                let a = data(m * k, 104729, 31);
+                let init: Vec<f32> = (0..m * n).map(|i| (i % 5) as f32).collect();
+                let mut got = init.clone();
+                dense.acc(&mut got, &a, m);
+                let rows = quantise_rows(&a, m, k, dense.kq, m, Dot::Portable);
+                let exact = naive(&init, &a, &w, m, n, k);
+                for r in 0..m {
+                    for c in 0..n {
+                        let i = r * n + c;
+                        let (sa, ma, sw) = (rows.scale[r] as f64, rows.min[r] as f64, dense.scale[c] as f64);
+                        let qa = |j: usize| sa * rows.q[r * dense.kq + j] as f64 + ma;
+                        let qw = |j: usize| sw * (w[c * k + j] as f64 / sw).round();
+                        let want = init[i] as f64 + (0..k).map(|j| qa(j) * qw(j)).sum::<f64>();
+                        assert!(
+                            (got[i] as f64 - want).abs() < 1e-4,
+                            "n={n} k={k} m={m} ({r},{c}): {} vs {want}",
+                            got[i]
+                        );
+                        // Inputs in [-0.5, 0.5) round by at most 1/510, weights by 1/254.
+                        let bound = k as f64 * (0.5 / 510.0 + 0.5 / 254.0 + 1.0 / (510.0 * 254.0));
+                        assert!((got[i] as f64 - exact[i]).abs() < bound, "({r},{c}) off the exact product");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn constant_and_zero_rows_quantise_exactly() {
+        let rows = quantise_rows(&[0.25; 8], 1, 8, 8, 1, Dot::Portable);
+        assert_eq!((rows.scale[0], rows.min[0]), (1.0, 0.25));
+        assert!(rows.q.iter().all(|&q| q == 0));
+        let w = Int8Weight::new(&[0.0; 32 * 4], 32, 4, Dot::Portable);
+        let mut dst = vec![1.0; 32];
+        w.acc(&mut dst, &[0.5, -0.5, 2.0, 3.0], 1);
+        assert!(dst.iter().all(|&v| v == 1.0), "{dst:?}");
+    }
+}
