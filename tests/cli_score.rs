@@ -439,3 +439,24 @@ async fn remote_scoring_prints_the_same_and_ends_quietly_on_a_closed_pipe() {
     .await
     .unwrap();
 }
+
+#[test]
+fn precision_is_chosen_by_flag_and_reported_in_the_result() {
+    let auto = stance(&["score", "--format", "json", &fixture()], None);
+    assert!(auto.status.success(), "{}", stderr(&auto));
+    let auto: Value = serde_json::from_str(&stdout(&auto)).unwrap();
+    // The small model records no passing gate: it serves fp32 unless told otherwise.
+    assert_eq!(auto["model"]["precision"], "fp32");
+    for p in ["bf16", "int8"] {
+        let o = stance(&["score", "--format", "json", "--precision", p, &fixture()], None);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let a: Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!(a["model"]["precision"], p);
+        let text = std::fs::read_to_string(fixture()).unwrap();
+        check_article(&a, &text);
+        assert_eq!(a["sentences"].as_array().unwrap().len(), auto["sentences"].as_array().unwrap().len());
+    }
+    let o = stance(&["score", "--precision", "fp16", &fixture()], None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("fp32, bf16 or int8 (or auto)"), "{}", stderr(&o));
+}

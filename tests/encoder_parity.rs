@@ -1,5 +1,5 @@
 //! Our encoder against candle-transformers' reference `BertModel` on the bundled base weights,
-//! in both precisions, and padded batches against single sentences.
+//! with both op sets (fused and differentiable), and padded batches against single sentences.
 
 use std::path::PathBuf;
 

@@ -145,6 +145,8 @@ async fn rpcs_health_reflection_stream_and_concurrency() {
     assert_eq!(info.labels, ["negative", "neutral", "positive"]);
     assert!(info.max_tokens > 0);
     assert!(serde_json::from_str::<Value>(&info.manifest_json).is_ok());
+    // The small model records no passing precision gate: fp32.
+    assert_eq!(info.precision, "fp32");
     let limits = info.limits.unwrap();
     assert_eq!((limits.max_article_bytes, limits.max_windows), (1 << 20, 2_048));
     // The folder's name, not where it is on the server's disk.

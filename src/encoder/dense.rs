@@ -23,7 +23,8 @@ pub enum Precision {
     /// Weights and inputs rounded to bfloat16, products summed in fp32.
     Bf16,
     /// Weights as int8 with one scale per output channel, inputs as uint8 with a scale and an
-    /// offset per row (both set when the row is seen), products summed exactly in int32.
+    /// offset per row (both set when the row is seen), products summed exactly in int32; the
+    /// FFN's output layer, whose inputs 8 bits serve badly, in bf16 ([`super::FastEncoder`]).
     Int8,
 }
 
@@ -90,6 +91,16 @@ impl Dense {
             Precision::Fp32 => Self::fp32(w, n, k, paths.gemm),
             Precision::Bf16 => Dense::Bf16(bf16::Bf16Weight::new(&w, n, k, paths.bf16, paths.gemm)),
             Precision::Int8 => Dense::Int8(int8::Int8Weight::new(&w, n, k, paths.int8)),
+        }
+    }
+
+    /// As [`Dense::new`], for a layer whose input channel `j` runs at about `smooth[j]`: int8
+    /// quantises `a[·, j] / smooth[j]` against `W[·, j] · smooth[j]` (the same product); the
+    /// other precisions ignore it.
+    pub fn smoothed(w: Vec<f32>, n: usize, k: usize, precision: Precision, paths: Paths, smooth: &[f32]) -> Self {
+        match precision {
+            Precision::Int8 => Dense::Int8(int8::Int8Weight::smoothed(&w, n, k, paths.int8, smooth)),
+            _ => Self::new(w, n, k, precision, paths),
         }
     }
 

@@ -72,6 +72,8 @@ pub struct Int8Weight {
     scale: Vec<f32>,
     colsum: Vec<f32>,
     form: Form,
+    /// Per input channel, what inputs are multiplied by before quantising (`smoothed`).
+    inv_smooth: Option<Vec<f32>>,
 }
 
 enum Form {
@@ -122,14 +124,50 @@ fn quantise_row(row: &[f32], q: &mut [u8]) -> (f32, f32) {
     (scale, lo)
 }
 
-/// [`quantise_row`] compiled for AVX-512, where the native kernel runs.
+/// [`quantise_row`] in AVX-512 intrinsics, where the packed kernels run (the compiler does not
+/// vectorise the saturating conversion to `u8`). The same bytes: `vcvtps2dq` rounds to
+/// nearest even (the default rounding mode), negatives and NaNs (converted to `i32::MIN`)
+/// become 0 and values past 255 saturate, as `as u8` does.
 ///
 /// # Safety
-/// The CPU has AVX-512F and AVX-512BW.
+/// The CPU has AVX-512F and AVX-512BW; `q` holds at least `row.len()` bytes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn quantise_row_avx512(row: &[f32], q: &mut [u8]) -> (f32, f32) {
-    quantise_row(row, q)
+    use std::arch::x86_64::*;
+    let n = row.len();
+    let body = n - n % 16;
+    let (lo, hi) = {
+        let (mut lo, mut hi) = (_mm512_set1_ps(f32::INFINITY), _mm512_set1_ps(f32::NEG_INFINITY));
+        for i in (0..body).step_by(16) {
+            // SAFETY: i + 16 <= body <= row.len(): 16 floats inside `row`.
+            let v = unsafe { _mm512_loadu_ps(row.as_ptr().add(i)) };
+            lo = _mm512_min_ps(v, lo);
+            hi = _mm512_max_ps(v, hi);
+        }
+        let (mut l, mut h) = (_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi));
+        for &v in &row[body..] {
+            l = if v < l { v } else { l };
+            h = if v > h { v } else { h };
+        }
+        (l, h)
+    };
+    let range = hi - lo;
+    let scale = if range > 0.0 && range.is_finite() { range / 255.0 } else { 1.0 };
+    let inv = 1.0 / scale;
+    let (vlo, vinv, zero) = (_mm512_set1_ps(lo), _mm512_set1_ps(inv), _mm512_setzero_si512());
+    for i in (0..body).step_by(16) {
+        // SAFETY: 16 floats of `row` and 16 bytes of `q` at i < body ≤ q.len().
+        unsafe {
+            let v = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(row.as_ptr().add(i)), vlo), vinv);
+            let x = _mm512_max_epi32(_mm512_cvtps_epi32(v), zero);
+            _mm_storeu_si128(q.as_mut_ptr().add(i).cast(), _mm512_cvtusepi32_epi8(x));
+        }
+    }
+    for (o, &v) in q[body..n].iter_mut().zip(&row[body..]) {
+        *o = ((v - lo) * inv).round_ties_even() as u8;
+    }
+    (scale, lo)
 }
 
 /// Quantises `a`'s `m` rows; the buffer holds `padded` ≥ `m` rows (the rest zero), for
@@ -158,6 +196,18 @@ impl Int8Weight {
     /// (`k` not a multiple of 64) the AVX-512 kernel. Panics when the CPU lacks what `dot`
     /// needs.
     pub(crate) fn new(w: &[f32], n: usize, k: usize, dot: Dot) -> Self {
+        Self::build(w, n, k, dot, None)
+    }
+
+    /// As [`Self::new`] for inputs whose channel `j` runs at about `smooth[j]`: the weight's
+    /// column `j` is multiplied by it and each input divided by it before quantising.
+    pub(crate) fn smoothed(w: &[f32], n: usize, k: usize, dot: Dot, smooth: &[f32]) -> Self {
+        assert_eq!(smooth.len(), k);
+        let scaled: Vec<f32> = w.chunks(k).flat_map(|row| row.iter().zip(smooth).map(|(v, s)| v * s)).collect();
+        Self::build(&scaled, n, k, dot, Some(smooth.iter().map(|s| 1.0 / s).collect()))
+    }
+
+    fn build(w: &[f32], n: usize, k: usize, dot: Dot, inv_smooth: Option<Vec<f32>>) -> Self {
         assert_eq!(w.len(), n * k);
         let kq = k.div_ceil(4) * 4;
         let mut rows = vec![0i8; n * kq];
@@ -191,7 +241,7 @@ impl Int8Weight {
         } else {
             Form::Portable { rows }
         };
-        Self { n, k, kq, scale, colsum, form }
+        Self { n, k, kq, scale, colsum, form, inv_smooth }
     }
 
     pub(crate) fn bytes(&self) -> usize {
@@ -214,6 +264,14 @@ impl Int8Weight {
             Form::Panels { amx: true, .. } => (Dot::Amx, m.next_multiple_of(super::amx::ROWS)),
             Form::Panels { amx: false, .. } => (Dot::Avx512, m),
             Form::Portable { .. } => (Dot::Portable, m),
+        };
+        let smoothed;
+        let a = match &self.inv_smooth {
+            Some(inv) => {
+                smoothed = a.chunks(k).flat_map(|row| row.iter().zip(inv).map(|(v, s)| v * s)).collect::<Vec<f32>>();
+                &smoothed[..]
+            }
+            None => a,
         };
         let rows = quantise_rows(a, m, k, kq, padded, dot);
         match &self.form {
@@ -320,6 +378,7 @@ fn dequantise(dot: i32, row_scale: f32, row_min: f32, scale: f32, colsum: f32, d
 /// one else accesses meanwhile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[allow(clippy::needless_range_loop)]
 unsafe fn dequantise_block(
     sums: &[i32; 1024],
     rows: usize,
@@ -328,11 +387,21 @@ unsafe fn dequantise_block(
     (row_scale, row_min): (&[f32], &[f32]),
     (scale, colsum): (&[f32], &[f32]),
 ) {
-    for i in 0..rows {
-        // SAFETY: row i < rows of dst, 32 floats, as the caller vouches.
-        let d = unsafe { std::slice::from_raw_parts_mut(dst.add(i * ldd), NR) };
-        for j in 0..NR {
-            d[j] = dequantise(sums[i * NR + j], row_scale[i], row_min[i], scale[j], colsum[j], d[j]);
+    use std::arch::x86_64::*;
+    // SAFETY: the channel slices hold NR = 32 floats, `sums` 32 rows of 32; dst rows i < rows,
+    // 32 floats each, as the caller vouches. The arithmetic is `dequantise`'s, fused alike.
+    unsafe {
+        let (s0, s1) = (_mm512_loadu_ps(scale.as_ptr()), _mm512_loadu_ps(scale.as_ptr().add(16)));
+        let (c0, c1) = (_mm512_loadu_ps(colsum.as_ptr()), _mm512_loadu_ps(colsum.as_ptr().add(16)));
+        for i in 0..rows {
+            let (rs, rm) = (_mm512_set1_ps(row_scale[i]), _mm512_set1_ps(row_min[i]));
+            let d = dst.add(i * ldd);
+            let a0 = _mm512_cvtepi32_ps(_mm512_loadu_si512(sums.as_ptr().add(i * NR).cast()));
+            let a1 = _mm512_cvtepi32_ps(_mm512_loadu_si512(sums.as_ptr().add(i * NR + 16).cast()));
+            let v0 = _mm512_fmadd_ps(a0, rs, _mm512_mul_ps(rm, c0));
+            let v1 = _mm512_fmadd_ps(a1, rs, _mm512_mul_ps(rm, c1));
+            _mm512_storeu_ps(d, _mm512_fmadd_ps(v0, s0, _mm512_loadu_ps(d)));
+            _mm512_storeu_ps(d.add(16), _mm512_fmadd_ps(v1, s1, _mm512_loadu_ps(d.add(16))));
         }
     }
 }
@@ -435,6 +504,34 @@ mod tests {
                         // Inputs in [-0.5, 0.5) round by at most 1/510, weights by 1/254.
                         let bound = k as f64 * (0.5 / 510.0 + 0.5 / 254.0 + 1.0 / (510.0 * 254.0));
                         assert!((got[i] as f64 - exact[i]).abs() < bound, "({r},{c}) off the exact product");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every quantisation this CPU runs gives the bytes and parameters of the definition
+    /// (min/max per row, 255 steps, ties to even), tails included.
+    #[test]
+    fn every_quantisation_gives_the_defined_bytes() {
+        let mut dots = vec![Dot::Portable];
+        if missing().is_empty() {
+            dots.push(Dot::Avx512);
+        }
+        for k in [1, 15, 16, 37, 768] {
+            let mut a = data(7 * k, 104729, 97);
+            a[3] = -3.25;
+            a[k.min(5)] = 1e-3;
+            for &dot in &dots {
+                let got = quantise_rows(&a, 7, k, k, 7, dot);
+                for (r, row) in a.chunks(k).enumerate() {
+                    let lo = row.iter().cloned().fold(f32::INFINITY, f32::min);
+                    let hi = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                    let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+                    assert_eq!((got.scale[r], got.min[r]), (scale, lo), "{dot:?} k={k} row {r}");
+                    for (j, &v) in row.iter().enumerate() {
+                        let want = ((v - lo) * (1.0 / scale)).round_ties_even() as u8;
+                        assert_eq!(got.q[r * k + j], want, "{dot:?} k={k} ({r},{j})");
                     }
                 }
             }

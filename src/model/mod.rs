@@ -210,6 +210,21 @@ pub enum EncoderChoice {
     Reference,
 }
 
+/// The precision a model serves at when none is asked for: the one its manifest records as
+/// passing its accuracy gate, unless this CPU would only emulate it (the portable bf16 and int8
+/// paths are slower than fp32), else fp32.
+pub fn auto_precision(recorded: Option<Precision>) -> Precision {
+    use crate::encoder::cpu::{paths, Dot};
+    let native = |p: Precision| match (paths(), p) {
+        (Ok(paths), Precision::Bf16) => paths.bf16 != Dot::Portable,
+        // int8 runs the FFN's output layer in bf16.
+        (Ok(paths), Precision::Int8) => paths.int8 != Dot::Portable && paths.bf16 != Dot::Portable,
+        (_, Precision::Fp32) => true,
+        (Err(_), _) => false,
+    };
+    recorded.filter(|&p| native(p)).unwrap_or(Precision::Fp32)
+}
+
 /// A loaded model: tokenizer, backend (encoder, pooling and heads) and the manifest's
 /// description.
 pub struct StanceModel {
@@ -254,7 +269,7 @@ impl StanceModel {
         let heads = Heads::load(vb.pp("heads"), &manifest.heads).map_err(|e| invalid("stance heads", e))?;
         let backend: Box<dyn Backend> = match choice {
             EncoderChoice::Fast(precision) => {
-                let precision = precision.or(manifest.precision).unwrap_or_default();
+                let precision = precision.unwrap_or_else(|| auto_precision(manifest.precision));
                 let encoder = FastEncoder::load(vb, &config, precision).map_err(|e| invalid("encoder", e))?;
                 Box::new(FastBackend::new(encoder, heads))
             }
