@@ -13,8 +13,11 @@ fn scores_what_its_manifest_records(model_dir: &str) {
     assert!(data.is_file(), "{} not found; this test needs ../shared/data beside the repository", data.display());
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root().join(model_dir).join("manifest.json")).unwrap()).unwrap();
-    let out =
-        stance().args(["eval", "--test", "false", "--precision", "fp32", "--model", model_dir]).env("RUST_LOG", "warn").output().unwrap();
+    let out = stance()
+        .args(["eval", "--test", "false", "--precision", "fp32", "--model", model_dir])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
     for (row, key) in [
