@@ -36,21 +36,7 @@ pub(crate) fn amx_missing() -> Vec<&'static str> {
 
 /// The features of [`FEATURES`] this CPU lacks (all of them off x86-64).
 pub(crate) fn missing() -> Vec<&'static str> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let mut m = Vec::new();
-        if !std::arch::is_x86_feature_detected!("avx512f") {
-            m.push("avx512f");
-        }
-        if !std::arch::is_x86_feature_detected!("avx512bf16") {
-            m.push("avx512bf16");
-        }
-        m
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        FEATURES.to_vec()
-    }
+    super::cpu::missing_features!("avx512f", "avx512bf16")
 }
 
 /// `x` rounded to the nearest bfloat16 (ties to even), as its 16 bits. Branch-free, so the

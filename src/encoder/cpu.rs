@@ -19,6 +19,28 @@
 
 use std::sync::OnceLock;
 
+/// The features of the given list (string literals) this CPU lacks; all of them off x86-64.
+/// One list, so a kernel's check cannot miss a feature it is compiled with.
+macro_rules! missing_features {
+    ($($feat:tt),+) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mut missing: Vec<&'static str> = Vec::new();
+            $(
+                if !std::arch::is_x86_feature_detected!($feat) {
+                    missing.push($feat);
+                }
+            )+
+            missing
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            vec![$($feat),+]
+        }
+    }};
+}
+pub(crate) use missing_features;
+
 /// The elementwise kernels' instruction set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Simd {

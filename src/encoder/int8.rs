@@ -40,24 +40,7 @@ pub(crate) fn amx_missing() -> Vec<&'static str> {
 
 /// The features of [`FEATURES`] this CPU lacks (all of them off x86-64).
 pub(crate) fn missing() -> Vec<&'static str> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let mut m = Vec::new();
-        if !std::arch::is_x86_feature_detected!("avx512f") {
-            m.push("avx512f");
-        }
-        if !std::arch::is_x86_feature_detected!("avx512bw") {
-            m.push("avx512bw");
-        }
-        if !std::arch::is_x86_feature_detected!("avx512vnni") {
-            m.push("avx512vnni");
-        }
-        m
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        FEATURES.to_vec()
-    }
+    super::cpu::missing_features!("avx512f", "avx512bw", "avx512vnni")
 }
 
 /// Below this many values, quantising the input stays on the calling thread.

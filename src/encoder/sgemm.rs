@@ -47,18 +47,7 @@ pub(crate) const FEATURES: &[&str] = &["avx512f"];
 
 /// The features of [`FEATURES`] this CPU lacks (all of them off x86-64).
 pub(crate) fn missing() -> Vec<&'static str> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            Vec::new()
-        } else {
-            vec!["avx512f"]
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        FEATURES.to_vec()
-    }
+    super::cpu::missing_features!("avx512f")
 }
 
 /// `dst[m, n] += a[m, k] · Wᵀ` (row-major `dst` and `a`) on the AVX-512 kernel.
