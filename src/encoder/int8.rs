@@ -153,21 +153,38 @@ unsafe fn quantise_row_avx512(row: &[f32], q: &mut [u8]) -> (f32, f32) {
     (scale, lo)
 }
 
-/// Quantises `a`'s `m` rows; the buffer holds `padded` ≥ `m` rows (the rest zero), for
-/// kernels that read whole blocks.
-fn quantise_rows(a: &[f32], m: usize, k: usize, kq: usize, padded: usize, dot: Dot) -> Rows {
+/// Quantises `a`'s `m` rows, each multiplied channel by channel by `inv_smooth` first if
+/// given (in a row-sized scratch buffer, so the input is read once); the buffer holds
+/// `padded` ≥ `m` rows (the rest zero), for kernels that read whole blocks.
+fn quantise_rows(
+    a: &[f32],
+    (m, k, kq, padded): (usize, usize, usize, usize),
+    inv_smooth: Option<&[f32]>,
+    dot: Dot,
+) -> Rows {
     let mut q = vec![0u8; padded * kq];
-    let one = |(row, q): (&[f32], &mut [u8])| match dot {
-        // SAFETY: `Dot::Amx` and `Dot::Avx512` reach here only from a packed weight, which
-        // exists only where the CPU has FEATURES (AVX-512F and BW among them).
-        #[cfg(target_arch = "x86_64")]
-        Dot::Amx | Dot::Avx512 => unsafe { quantise_row_avx512(row, q) },
-        _ => quantise_row(row, q),
+    let one = |scratch: &mut Vec<f32>, (row, q): (&[f32], &mut [u8])| {
+        let row = match inv_smooth {
+            Some(inv) => {
+                scratch.clear();
+                scratch.extend(row.iter().zip(inv).map(|(v, s)| v * s));
+                &scratch[..]
+            }
+            None => row,
+        };
+        match dot {
+            // SAFETY: `Dot::Amx` and `Dot::Avx512` reach here only from a packed weight, which
+            // exists only where the CPU has FEATURES (AVX-512F and BW among them).
+            #[cfg(target_arch = "x86_64")]
+            Dot::Amx | Dot::Avx512 => unsafe { quantise_row_avx512(row, q) },
+            _ => quantise_row(row, q),
+        }
     };
     let params: Vec<(f32, f32)> = if m * k >= PAR_MIN {
-        a.par_chunks(k).zip(q[..m * kq].par_chunks_mut(kq)).map(one).collect()
+        a.par_chunks(k).zip(q[..m * kq].par_chunks_mut(kq)).map_init(Vec::new, one).collect()
     } else {
-        a.chunks(k).zip(q.chunks_mut(kq)).map(one).collect()
+        let mut scratch = Vec::new();
+        a.chunks(k).zip(q.chunks_mut(kq)).map(|x| one(&mut scratch, x)).collect()
     };
     let (scale, min) = params.into_iter().unzip();
     Rows { q, scale, min }
@@ -248,15 +265,7 @@ impl Int8Weight {
             Form::Panels { amx: false, .. } => (Dot::Avx512, m),
             Form::Portable { .. } => (Dot::Portable, m),
         };
-        let smoothed;
-        let a = match &self.inv_smooth {
-            Some(inv) => {
-                smoothed = a.chunks(k).flat_map(|row| row.iter().zip(inv).map(|(v, s)| v * s)).collect::<Vec<f32>>();
-                &smoothed[..]
-            }
-            None => a,
-        };
-        let rows = quantise_rows(a, m, k, kq, padded, dot);
+        let rows = quantise_rows(a, (m, k, kq, padded), self.inv_smooth.as_deref(), dot);
         match &self.form {
             Form::Portable { rows: w } => {
                 let one = |(r, out): (usize, &mut [f32])| {
@@ -470,7 +479,7 @@ mod tests {
                 let init: Vec<f32> = (0..m * n).map(|i| (i % 5) as f32).collect();
                 let mut got = init.clone();
                 dense.acc(&mut got, &a, m);
-                let rows = quantise_rows(&a, m, k, dense.kq, m, Dot::Portable);
+                let rows = quantise_rows(&a, (m, k, dense.kq, m), None, Dot::Portable);
                 let exact = naive(&init, &a, &w, m, n, k);
                 for r in 0..m {
                     for c in 0..n {
@@ -506,7 +515,7 @@ mod tests {
             a[3] = -3.25;
             a[k.min(5)] = 1e-3;
             for &dot in &dots {
-                let got = quantise_rows(&a, 7, k, k, 7, dot);
+                let got = quantise_rows(&a, (7, k, k, 7), None, dot);
                 for (r, row) in a.chunks(k).enumerate() {
                     let lo = row.iter().cloned().fold(f32::INFINITY, f32::min);
                     let hi = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
@@ -521,9 +530,28 @@ mod tests {
         }
     }
 
+    /// A smoothed weight computes the same product (within its quantisation error), on the
+    /// path of this process, with channel scales far apart.
+    #[test]
+    fn smoothing_keeps_the_product() {
+        let paths = super::super::cpu::paths().unwrap_or_else(|e| panic!("{e}"));
+        let (n, k, m) = (64, 128, 40);
+        let smooth: Vec<f32> = (0..k).map(|j| if j % 7 == 0 { 20.0 } else { 0.5 }).collect();
+        let w = data(n * k, 7919, 23);
+        let a: Vec<f32> = data(m * k, 104729, 31).iter().enumerate().map(|(i, v)| v * smooth[i % k]).collect();
+        let dense = Int8Weight::smoothed(&w, n, k, paths.int8, &smooth);
+        let mut got = vec![0f32; m * n];
+        dense.acc(&mut got, &a, m);
+        let exact = naive(&vec![0f32; m * n], &a, &w, m, n, k);
+        for (g, e) in got.iter().zip(&exact) {
+            // Smoothed inputs lie in [-0.5, 0.5) and smoothed weights in [-10, 10].
+            assert!((*g as f64 - e).abs() < k as f64 * (10.0 / 510.0 + 0.5 * 10.0 / 254.0), "{g} vs {e}");
+        }
+    }
+
     #[test]
     fn constant_and_zero_rows_quantise_exactly() {
-        let rows = quantise_rows(&[0.25; 8], 1, 8, 8, 1, Dot::Portable);
+        let rows = quantise_rows(&[0.25; 8], (1, 8, 8, 1), None, Dot::Portable);
         assert_eq!((rows.scale[0], rows.min[0]), (1.0, 0.25));
         assert!(rows.q.iter().all(|&q| q == 0));
         let w = Int8Weight::new(&[0.0; 32 * 4], 32, 4, Dot::Portable);
