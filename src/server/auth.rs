@@ -1,6 +1,7 @@
-//! API-key authentication of the `stance.v1.Stance` RPCs (`--api-key`): a bearer token in the
-//! `authorization` metadata, compared in constant time. Health and reflection stay open, so
-//! that probes and tools need no key.
+//! API-key authentication of the `stance.v1.Stance` RPCs and the HTTP `/v1/` routes
+//! (`--api-key`): a bearer token in the `authorization` metadata or header, compared in
+//! constant time. Health, reflection and the page's static files stay open, so that probes
+//! and tools need no key.
 
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ impl ApiKey {
         Self(key.map(|k| k.as_bytes().into()))
     }
 
-    fn accepts(&self, header: Option<&[u8]>) -> bool {
+    pub(crate) fn accepts(&self, header: Option<&[u8]>) -> bool {
         let Some(key) = &self.0 else { return true };
         let Some(token) = header.and_then(|h| h.strip_prefix(b"Bearer ")) else { return false };
         // The length may leak (ct_eq of different lengths is false at once), the key does not.

@@ -24,6 +24,7 @@
 
 pub mod auth;
 pub mod batcher;
+pub mod http;
 pub mod metrics;
 pub mod queue;
 
@@ -72,11 +73,17 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("starting the metrics listener on {addr} (--metrics-addr)")]
+    #[error("starting the metrics recorder for {addr} (--metrics-addr)")]
     Metrics {
         addr: SocketAddr,
         #[source]
         source: metrics_exporter_prometheus::BuildError,
+    },
+    #[error("binding the metrics listener on {addr} (--metrics-addr)")]
+    MetricsBind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
     },
     #[error("building the gRPC reflection service from the compiled-in descriptors")]
     Reflection(#[source] tonic_reflection::server::Error),
@@ -243,10 +250,47 @@ fn arrival<T>(req: &Request<T>) -> Instant {
     req.extensions().get::<Arrival>().map_or_else(Instant::now, |a| a.0)
 }
 
-fn queue_full(capacity: usize) -> Status {
-    Status::resource_exhausted(format!(
+/// Why an article was not scored: one verdict for every face (gRPC statuses, HTTP/JSON
+/// errors), each message saying what to do.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum ScoreError {
+    #[error("the model is still loading; retry shortly (health: NOT_SERVING)")]
+    Loading,
+    /// Bad input: the library's message, saying what and where.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(
         "the scoring queue is full ({capacity} articles waiting); retry later, send fewer at once or raise --max-queue"
-    ))
+    )]
+    QueueFull { capacity: usize },
+    #[error("the queue ahead holds about {:.1} s of work and the deadline leaves {:.1} s; retry later or allow more time", .wait.as_secs_f64(), .left.as_secs_f64())]
+    TooLittleTime { wait: Duration, left: Duration },
+    #[error("the request's deadline passed before it was scored")]
+    DeadlineExceeded,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("the server shut down before this article was scored (its shutdown grace period ran out); send it again")]
+    Cancelled,
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ScoreError {
+    pub(crate) fn code(&self) -> Code {
+        match self {
+            ScoreError::Loading | ScoreError::ShuttingDown | ScoreError::Cancelled => Code::Unavailable,
+            ScoreError::Invalid(_) => Code::InvalidArgument,
+            ScoreError::QueueFull { .. } | ScoreError::TooLittleTime { .. } => Code::ResourceExhausted,
+            ScoreError::DeadlineExceeded => Code::DeadlineExceeded,
+            ScoreError::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<ScoreError> for Status {
+    fn from(e: ScoreError) -> Self {
+        Status::new(e.code(), e.to_string())
+    }
 }
 
 /// Counts one request in `stance_requests_total` when it ends, however it ends: a handler
@@ -266,6 +310,10 @@ impl RequestMetric {
     fn done<T>(mut self, result: &Result<T, Status>) {
         self.code = Some(code_of(result));
     }
+
+    fn done_with(mut self, code: Code) {
+        self.code = Some(code);
+    }
 }
 
 impl Drop for RequestMetric {
@@ -274,73 +322,137 @@ impl Drop for RequestMetric {
     }
 }
 
-fn deadline_exceeded() -> Status {
-    Status::deadline_exceeded("the request's deadline passed before it was scored")
-}
-
 impl StanceService {
-    fn core(&self) -> Result<&Core, Status> {
-        self.core
-            .get()
-            .ok_or_else(|| Status::unavailable("the model is still loading; retry shortly (health: NOT_SERVING)"))
+    fn core(&self) -> Result<&Core, ScoreError> {
+        self.core.get().ok_or(ScoreError::Loading)
     }
 
-    /// Scores one article through prepare → queue → compute thread → finish.
+    /// Whether the model is loaded and shutdown has not begun (health SERVING).
+    pub(crate) fn serving(&self) -> bool {
+        self.core.get().is_some() && !*self.draining.borrow()
+    }
+
+    /// Scores one gRPC article (see [`StanceService::score_input`]).
     async fn score(&self, article: Option<pb::Article>, deadline: Option<Instant>) -> Result<ArticleScore, Status> {
-        let core = self.core()?;
+        self.core()?;
         let article = article.ok_or_else(|| Status::invalid_argument("the request has no article"))?;
         let input = ArticleInput::try_from(article).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(self.score_input(input, deadline).await?)
+    }
+
+    /// Scores one article through prepare → queue → compute thread → finish: the one way every
+    /// face of the server scores.
+    pub(crate) async fn score_input(
+        &self,
+        input: ArticleInput,
+        deadline: Option<Instant>,
+    ) -> Result<ArticleScore, ScoreError> {
+        let core = self.core()?;
         // A full queue refuses before preparing, so that a refusal costs next to nothing (the
         // push below checks again: others may fill it meanwhile).
         if core.queue.depth() >= core.queue.capacity() {
-            return Err(queue_full(core.queue.capacity()));
+            return Err(ScoreError::QueueFull { capacity: core.queue.capacity() });
         }
         // Nor is a request taken whose deadline comes before the queue ahead of it is done:
         // it would only expire there, after costing its preparation.
         if let (Some(d), Some(wait)) = (deadline, core.queue.estimated_wait()) {
             let left = d.saturating_duration_since(Instant::now());
             if left < wait {
-                return Err(Status::resource_exhausted(format!(
-                    "the queue ahead holds about {:.1} s of work and the deadline leaves {:.1} s; retry later or allow more time",
-                    wait.as_secs_f64(),
-                    left.as_secs_f64()
-                )));
+                return Err(ScoreError::TooLittleTime { wait, left });
             }
         }
         let work = async {
             let engine = core.engine.clone();
             let mut prepared = tokio::task::spawn_blocking(move || engine.prepare(input))
                 .await
-                .map_err(|e| Status::internal(format!("prepare panicked: {e}")))?
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                .map_err(|e| ScoreError::Internal(format!("prepare panicked: {e}")))?
+                .map_err(|e| ScoreError::Invalid(e.to_string()))?;
             let (reply, rx) = oneshot::channel();
             let job = Job { windows: std::mem::take(&mut prepared.windows), reply, deadline, enqueued: Instant::now() };
             core.queue.push(job).map_err(|(e, _)| match e {
-                PushError::Full { capacity } => queue_full(capacity),
-                PushError::Closed => Status::unavailable("the server is shutting down"),
+                PushError::Full { capacity } => ScoreError::QueueFull { capacity },
+                PushError::Closed => ScoreError::ShuttingDown,
             })?;
-            let scores = rx.await.map_err(|_| Status::internal("the compute thread dropped the request"))?.map_err(
-                |e| match e {
-                    JobError::Expired => deadline_exceeded(),
-                    JobError::Compute(m) => Status::internal(format!("model computation failed: {m}")),
-                    JobError::Cancelled => Status::unavailable(
-                        "the server shut down before this article was scored (its shutdown grace period ran out); send it again",
-                    ),
-                },
-            )?;
+            let scores = rx
+                .await
+                .map_err(|_| ScoreError::Internal("the compute thread dropped the request".into()))?
+                .map_err(|e| match e {
+                JobError::Expired => ScoreError::DeadlineExceeded,
+                JobError::Compute(m) => ScoreError::Internal(format!("model computation failed: {m}")),
+                JobError::Cancelled => ScoreError::Cancelled,
+            })?;
             let engine = core.engine.clone();
             let score = tokio::task::spawn_blocking(move || engine.finish(prepared, scores))
                 .await
-                .map_err(|e| Status::internal(format!("finish panicked: {e}")))?;
+                .map_err(|e| ScoreError::Internal(format!("finish panicked: {e}")))?;
             metrics::scored(score.sentences.len());
             Ok(score)
         };
         match deadline {
             None => work.await,
-            Some(d) if d <= Instant::now() => Err(deadline_exceeded()),
-            Some(d) => tokio::time::timeout_at(d.into(), work).await.unwrap_or_else(|_| Err(deadline_exceeded())),
+            Some(d) if d <= Instant::now() => Err(ScoreError::DeadlineExceeded),
+            Some(d) => tokio::time::timeout_at(d.into(), work).await.unwrap_or(Err(ScoreError::DeadlineExceeded)),
         }
     }
+
+    /// The server's default lexicon.
+    pub(crate) fn actors(&self) -> Result<Vec<crate::mentions::lexicon::ActorDef>, ScoreError> {
+        Ok(self.core()?.engine.lexicon().actors.clone())
+    }
+
+    /// What GetModelInfo and `GET /v1/info` answer.
+    pub(crate) fn info(&self) -> Result<ServerInfo, ScoreError> {
+        let core = self.core()?;
+        let model = core.engine.model();
+        let m = &model.manifest;
+        let limits = core.engine.limits();
+        let c = &self.config;
+        Ok(ServerInfo {
+            name: m.name.clone(),
+            version: m.version.clone(),
+            origin: model.files.public_origin.clone(),
+            max_tokens: m.max_tokens,
+            labels: m.labels.clone(),
+            precision: model.backend.precision().to_string(),
+            manifest: m.clone(),
+            limits: ServerLimits {
+                max_article_bytes: limits.max_article_bytes,
+                max_sentences: limits.max_sentences,
+                max_mentions: limits.max_mentions,
+                max_windows: limits.max_windows,
+                max_message_bytes: c.max_message_bytes,
+                max_batch_tokens: c.batch.max_batch_tokens,
+                max_batch_wait_ms: c.batch.max_batch_wait.as_millis() as u64,
+                max_queue: c.max_queue,
+            },
+        })
+    }
+}
+
+/// The model a server runs and the limits it holds requests to.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct ServerInfo {
+    pub name: String,
+    pub version: String,
+    pub origin: String,
+    pub max_tokens: usize,
+    pub labels: Vec<String>,
+    pub precision: String,
+    /// The model folder's manifest.json (training record, scores, calibration).
+    pub manifest: crate::model::manifest::Manifest,
+    pub limits: ServerLimits,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct ServerLimits {
+    pub max_article_bytes: usize,
+    pub max_sentences: usize,
+    pub max_mentions: usize,
+    pub max_windows: usize,
+    pub max_message_bytes: usize,
+    pub max_batch_tokens: usize,
+    pub max_batch_wait_ms: u64,
+    pub max_queue: usize,
 }
 
 type ItemStream = Pin<Box<dyn Stream<Item = Result<pb::ScoreArticlesResponse, Status>> + Send>>;
@@ -498,9 +610,10 @@ impl pb::stance_server::Stance for StanceService {
         _request: Request<pb::ListActorsRequest>,
     ) -> Result<Response<pb::ListActorsResponse>, Status> {
         let started = Instant::now();
-        let result = self.core().map(|core| pb::ListActorsResponse {
-            actors: core.engine.lexicon().actors.iter().cloned().map(Into::into).collect(),
-        });
+        let result = self
+            .actors()
+            .map(|actors| pb::ListActorsResponse { actors: actors.into_iter().map(Into::into).collect() })
+            .map_err(Status::from);
         metrics::request("ListActors", code_of(&result), started.elapsed());
         result.map(Response::new)
     }
@@ -510,30 +623,24 @@ impl pb::stance_server::Stance for StanceService {
         _request: Request<pb::GetModelInfoRequest>,
     ) -> Result<Response<pb::ModelInfo>, Status> {
         let started = Instant::now();
-        let result = self.core().map(|core| {
-            let model = core.engine.model();
-            let m = &model.manifest;
-            let limits = core.engine.limits();
-            let c = &self.config;
-            pb::ModelInfo {
-                name: m.name.clone(),
-                version: m.version.clone(),
-                origin: model.files.public_origin.clone(),
-                max_tokens: m.max_tokens as u64,
-                labels: m.labels.clone(),
-                manifest_json: serde_json::to_string(m).unwrap_or_default(),
-                precision: model.backend.precision().to_string(),
-                limits: Some(pb::Limits {
-                    max_article_bytes: limits.max_article_bytes as u64,
-                    max_sentences: limits.max_sentences as u64,
-                    max_mentions: limits.max_mentions as u64,
-                    max_windows: limits.max_windows as u64,
-                    max_message_bytes: c.max_message_bytes as u64,
-                    max_batch_tokens: c.batch.max_batch_tokens as u64,
-                    max_batch_wait_ms: c.batch.max_batch_wait.as_millis() as u64,
-                    max_queue: c.max_queue as u64,
-                }),
-            }
+        let result = self.info().map_err(Status::from).map(|i| pb::ModelInfo {
+            name: i.name,
+            version: i.version,
+            origin: i.origin,
+            max_tokens: i.max_tokens as u64,
+            labels: i.labels,
+            manifest_json: serde_json::to_string(&i.manifest).unwrap_or_default(),
+            precision: i.precision,
+            limits: Some(pb::Limits {
+                max_article_bytes: i.limits.max_article_bytes as u64,
+                max_sentences: i.limits.max_sentences as u64,
+                max_mentions: i.limits.max_mentions as u64,
+                max_windows: i.limits.max_windows as u64,
+                max_message_bytes: i.limits.max_message_bytes as u64,
+                max_batch_tokens: i.limits.max_batch_tokens as u64,
+                max_batch_wait_ms: i.limits.max_batch_wait_ms,
+                max_queue: i.limits.max_queue as u64,
+            }),
         });
         metrics::request("GetModelInfo", code_of(&result), started.elapsed());
         result.map(Response::new)
@@ -586,7 +693,7 @@ where
             .map_err(|source| ServeError::Stdout { addr: local, source })?;
     }
     if let Some(m) = config.metrics_addr {
-        metrics::install(m)?;
+        metrics::install(m).await?;
         tracing::info!("metrics on http://{m}/metrics");
     }
 
@@ -609,7 +716,7 @@ where
     let core: Arc<OnceLock<Core>> = Arc::new(OnceLock::new());
     let (draining_tx, draining) = watch::channel(false);
     let service = StanceService { core: core.clone(), config: config.clone(), draining: draining.clone() };
-    let stance = pb::stance_server::StanceServer::new(service)
+    let stance = pb::stance_server::StanceServer::new(service.clone())
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
 
@@ -666,15 +773,20 @@ where
     if let Some(tls) = &config.tls {
         builder = builder.tls_config(tls.server_config()?).map_err(ServeError::TlsSetup)?;
     }
-    let stance =
-        tonic::service::interceptor::InterceptedService::new(stance, auth::ApiKey::new(config.api_key.as_deref()));
-    let server = builder
-        .layer(tonic::service::InterceptorLayer::new(stamp_arrival as fn(Request<()>) -> Result<Request<()>, Status>))
-        .layer(tower::util::MapResponseLayer::new(oversized_is_resource_exhausted::<tonic::body::Body> as fn(_) -> _))
+    let key = auth::ApiKey::new(config.api_key.as_deref());
+    let http = http::router(service.clone(), key.clone());
+    let stance = tonic::service::interceptor::InterceptedService::new(stance, key);
+    // One listener for both faces: gRPC's services are routes beside the HTTP/JSON ones.
+    let routes = tonic::service::Routes::from(http)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(stance)
+        .add_service(stance);
+    let server = builder
+        .accept_http1(true)
+        .layer(tonic::service::InterceptorLayer::new(stamp_arrival as fn(Request<()>) -> Result<Request<()>, Status>))
+        .layer(tower::util::MapResponseLayer::new(oversized_is_resource_exhausted::<tonic::body::Body> as fn(_) -> _))
+        .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown);
     let cancelled = tokio::select! {
         served = server => { served.map_err(ServeError::Serve)?; false }
