@@ -427,6 +427,7 @@ impl Remote {
                         }
                     }
                     Event::Answer(item) => {
+                        let item = *item;
                         let refused = matches!(&item.result, Some(score_articles_response::Result::Error(e)) if e.code == Code::ResourceExhausted as i32);
                         if refused && pending.contains_key(&item.seq) {
                             let (seq, events_tx) = (item.seq, events_tx.clone());
@@ -596,14 +597,11 @@ pub const STREAM_RESTARTS: u32 = 5;
 
 /// What the stream tasks tell the job.
 enum Event {
-    Answer(pb::ScoreArticlesResponse),
+    /// Boxed: an answer is far larger than the other events.
+    Answer(Box<pb::ScoreArticlesResponse>),
     /// The stream ended (the server closed it, or it failed); `generation` tells a reopened
     /// slot's streams apart.
-    Ended {
-        stream: usize,
-        generation: u64,
-        status: Status,
-    },
+    Ended { stream: usize, generation: u64, status: Status },
     /// Send this article again (the server's queue was full).
     Resend(u64),
 }
@@ -643,7 +641,7 @@ impl Slot {
                     loop {
                         match answers.message().await {
                             Ok(Some(item)) => {
-                                if events.send(Event::Answer(item)).is_err() {
+                                if events.send(Event::Answer(Box::new(item))).is_err() {
                                     return;
                                 }
                             }

@@ -21,6 +21,8 @@ pub enum InputError {
     Mention { index: usize, reason: String },
     #[error("sentence {index}: {reason}")]
     Sentence { index: usize, reason: String },
+    #[error("meta.{key}: {reason}")]
+    Meta { key: String, reason: String },
     #[error("actor definitions: {0}")]
     Actors(LexiconError),
     #[error("tokenizer failed: {0}")]

@@ -1,6 +1,8 @@
-//! What a caller sends: one article (text, optional mentions, actors and sentence spans), the
-//! limits every article is held to, and the checks that turn a bad field into a message that
-//! says what and where.
+//! What a caller sends: one article (text, optional mentions, actors and sentence spans) and
+//! its metadata, the limits every article is held to, and the checks that turn a bad field into
+//! a message that says what and where.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +41,67 @@ pub struct ArticleInput {
     /// Sentence spans to use instead of the built-in splitter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sentences: Option<Vec<SpanInput>>,
+}
+
+/// What the caller says about an article besides its text: `source`, `published` (an ISO
+/// date, `YYYY-MM-DD`, optionally followed by a time), `url`, `title` and any keys of its own,
+/// all strings. Never scored; echoed in the result (JSON, gRPC, batch output) for reports.
+pub type Meta = BTreeMap<String, String>;
+
+/// A record of the JSON faces (JSONL input, HTTP): the article and its `meta`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ArticleRecord {
+    #[serde(flatten)]
+    pub article: ArticleInput,
+    #[serde(default, skip_serializing_if = "Meta::is_empty")]
+    pub meta: Meta,
+}
+
+/// The most keys one article's `meta` may have, and the most bytes of keys and values
+/// together: metadata is copied into the result, so it is bounded like the text.
+pub const MAX_META_KEYS: usize = 64;
+pub const MAX_META_BYTES: usize = 16 << 10;
+
+/// Checks an article's metadata: bounded, keys non-empty, `published` an ISO date.
+pub fn validate_meta(meta: &Meta) -> Result<(), InputError> {
+    let bad = |key: &str, reason: String| InputError::Meta { key: key.to_string(), reason };
+    if meta.len() > MAX_META_KEYS {
+        return Err(bad("*", format!("{} keys, above the limit of {MAX_META_KEYS}", meta.len())));
+    }
+    let bytes: usize = meta.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_META_BYTES {
+        return Err(bad("*", format!("{bytes} bytes of keys and values, above the limit of {MAX_META_BYTES}")));
+    }
+    if let Some(k) = meta.keys().find(|k| k.trim().is_empty()) {
+        return Err(bad(k, "a key is empty; name each field".into()));
+    }
+    if let Some(p) = meta.get("published") {
+        if iso_date(p).is_none() {
+            return Err(bad(
+                "published",
+                format!("{p:?} is not an ISO date; give YYYY-MM-DD, optionally with a time (2020-11-10T08:00:00Z)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The (year, month, day) of an ISO date `YYYY-MM-DD`, alone or followed by `T` or a space and
+/// a time (not checked further).
+pub fn iso_date(s: &str) -> Option<(i32, u32, u32)> {
+    let s = s.trim();
+    let (date, rest) = (s.get(..10)?, &s[10..]);
+    if !(rest.is_empty() || rest.starts_with(['T', 't', ' '])) {
+        return None;
+    }
+    let b = date.as_bytes();
+    if b[4] != b'-' || b[7] != b'-' || !date.bytes().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit()) {
+        return None;
+    }
+    let (y, m, d): (i32, u32, u32) = (date[..4].parse().ok()?, date[5..7].parse().ok()?, date[8..].parse().ok()?);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    ((1..=12).contains(&m) && d >= 1 && d <= days[m as usize - 1]).then_some((y, m, d))
 }
 
 /// Input limits, checked before the work they bound. Together they bound one article's cost:
@@ -220,6 +283,43 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn meta_is_bounded_and_published_is_a_date() {
+        let meta = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Meta>();
+        assert!(validate_meta(&Meta::new()).is_ok());
+        assert!(validate_meta(&meta(&[("source", "Wire"), ("published", "2020-11-10T08:00:00Z"), ("x", "")])).is_ok());
+        let err = validate_meta(&meta(&[("published", "10/11/2020")])).unwrap_err().to_string();
+        assert!(err.starts_with("meta.published: \"10/11/2020\" is not an ISO date"), "{err}");
+        assert!(validate_meta(&meta(&[(" ", "x")])).unwrap_err().to_string().contains("a key is empty"));
+        let long = "x".repeat(MAX_META_BYTES);
+        assert!(validate_meta(&meta(&[("title", &long)]))
+            .unwrap_err()
+            .to_string()
+            .contains("bytes of keys and values"));
+        for (s, want) in [
+            ("2024-02-29", Some((2024, 2, 29))),
+            ("2020-11-10 08:00", Some((2020, 11, 10))),
+            ("2023-02-29", None),
+            ("2020-13-01", None),
+            ("2020-1-01", None),
+            ("2020-11-10x", None),
+            ("+020-11-10", None),
+            ("", None),
+        ] {
+            assert_eq!(iso_date(s), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn a_record_is_an_article_and_its_meta() {
+        let r: ArticleRecord =
+            serde_json::from_str(r#"{"id":"a","text":"Hi.","meta":{"source":"Wire"},"other":1}"#).unwrap();
+        assert_eq!((r.article.id.as_str(), r.article.text.as_str()), ("a", "Hi."));
+        assert_eq!(r.meta["source"], "Wire");
+        let e = serde_json::from_str::<ArticleRecord>(r#"{"text":"Hi.","meta":{"n":3}}"#).unwrap_err();
+        assert!(e.to_string().contains("expected a string"), "{e}");
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub mod training;
 pub mod wire;
 
 pub use error::{EngineError, InputError};
-pub use input::{ArticleInput, ExplicitMention, Limits};
+pub use input::{ArticleInput, ArticleRecord, ExplicitMention, Limits, Meta};
 pub use pipeline::Engine;
 pub use scores::ArticleScore;
 

@@ -38,6 +38,9 @@ enum Command {
     Serve(ServeArgs),
     /// Score a JSONL file, a directory of .txt files or stdin into a resumable JSONL file.
     Batch(BatchArgs),
+    /// Write one self-contained HTML report (charts, tables, evidence) over scored JSONL, and
+    /// with --csv DIR its tables as CSV.
+    Report(cli::report::ReportOpts),
     /// Ask a server whether it is SERVING (grpc.health.v1): exit 0 if so, 1 otherwise (for
     /// probes, scripts and container health checks).
     Health(HealthArgs),
@@ -253,7 +256,7 @@ struct EvalArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Score(_) | Command::Batch(_) | Command::Health(_) => "warn",
+        Command::Score(_) | Command::Batch(_) | Command::Health(_) | Command::Report(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -284,6 +287,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => cli::serve::run(a.serve, move || a.engine.engine()).map(|_| ExitCode::SUCCESS),
         Command::Batch(a) => cli::batch::run(a.batch, || a.engine.engine()),
         Command::Health(a) => cli::health::run(&a.remote, a.timeout_s, &a.connect),
+        Command::Report(o) => cli::report::run(o),
     };
     match result {
         Ok(code) => code,

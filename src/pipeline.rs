@@ -163,6 +163,8 @@ impl Engine {
             .collect();
         ArticleScore {
             id: p.id,
+            // The faces echo the caller's metadata; the engine never sees it.
+            meta: Default::default(),
             model: self.model_ref(),
             actors: aggregates::actors(&sentences),
             sentiment: aggregates::article_sentiment(&sentences),

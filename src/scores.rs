@@ -159,6 +159,9 @@ pub struct ArticleSentiment {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArticleScore {
     pub id: String,
+    /// The article's metadata as the caller sent it (absent when there was none).
+    #[serde(default, skip_serializing_if = "crate::input::Meta::is_empty")]
+    pub meta: crate::input::Meta,
     pub model: ModelRef,
     pub sentences: Vec<SentenceScore>,
     pub actors: Vec<ActorAggregate>,

@@ -193,6 +193,11 @@ async fn every_route_answers_as_documented_and_scores_as_the_cli() {
     let mut plain = want.clone();
     plain["id"] = json!("");
     common::assert_json_close(&a.json(), &plain, 1e-5, "$");
+    // Metadata comes back as it was sent, and is in the document.
+    let meta = json!({"source": "Wire", "published": "2020-11-10", "desk": "Caucasus"});
+    let a = api.post("/v1/score", "application/json", json!({"id": "m", "text": text, "meta": meta}).to_string()).await;
+    api.conforms("post", "/v1/score", &a);
+    assert_eq!(a.json()["meta"], meta);
     // Request actors: sentiment only with none.
     let a = api.post("/v1/score", "application/json", json!({"text": text, "actors": []}).to_string()).await;
     assert_eq!(a.json()["actors"], json!([]));
@@ -230,6 +235,12 @@ async fn every_route_answers_as_documented_and_scores_as_the_cli() {
             json!({"text": "Russia said.", "mentions": [{"start": 0, "end": 99, "actor": "Russia"}]}).to_string(),
             "mention 0: end 99 is beyond the end of the text",
         ),
+        (
+            "application/json",
+            json!({"text": "Russia said.", "meta": {"published": "yesterday"}}).to_string(),
+            "meta.published: \"yesterday\" is not an ISO date",
+        ),
+        ("application/json", json!({"text": "Russia said.", "meta": {"n": 3}}).to_string(), "expected a string"),
     ];
     for (ctype, body, want) in bad {
         let a = api.post("/v1/score", ctype, body.clone()).await;
@@ -297,6 +308,13 @@ async fn every_route_answers_as_documented_and_scores_as_the_cli() {
         let mut req = tonic::Request::new(pb::ListActorsRequest {});
         req.metadata_mut().insert("authorization", format!("Bearer {KEY}").parse().unwrap());
         assert!(!c.list_actors(req).await.unwrap().into_inner().actors.is_empty());
+        // gRPC echoes meta too.
+        let mut article = pb::Article { id: "g".into(), text: "Baku objected.".into(), ..Default::default() };
+        article.meta.insert("source".into(), "Wire".into());
+        let mut req = tonic::Request::new(pb::ScoreArticleRequest { article: Some(article), seq: 0 });
+        req.metadata_mut().insert("authorization", format!("Bearer {KEY}").parse().unwrap());
+        let score = c.score_article(req).await.unwrap().into_inner().score.unwrap();
+        assert_eq!(score.meta.get("source").map(String::as_str), Some("Wire"));
     }
 
     // The metrics listener: GET /metrics only, with the HTTP requests counted.

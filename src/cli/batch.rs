@@ -21,7 +21,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
 use stance::client::Remote;
-use stance::input::ArticleInput;
+use stance::input::{ArticleInput, Meta};
 use stance::pipeline::Engine;
 use stance::scores::ArticleScore;
 
@@ -98,7 +98,7 @@ fn read_input(input: &str) -> Result<Vec<Item>> {
                 let path = p.to_string_lossy();
                 match read_text(&path) {
                     Ok(text) => text_article(&path, text),
-                    Err(e) => Record { key: source_name(&path), article: Err(e) },
+                    Err(e) => Record::failed(source_name(&path), e),
                 }
             })
             .collect()
@@ -256,9 +256,14 @@ where
 
     // Records that cannot be scored are written at once.
     let mut work: Vec<(String, ArticleInput)> = Vec::new();
+    // Each record's metadata, by its place in `work`: echoed in its result.
+    let mut metas: Vec<Meta> = Vec::new();
     for it in todo {
         match it.record.article {
-            Ok(a) => work.push((it.record.key, a)),
+            Ok(a) => {
+                work.push((it.record.key, a));
+                metas.push(it.record.meta);
+            }
             Err(e) => out.error(&it.record.key, &e, it.duplicate)?,
         }
     }
@@ -268,13 +273,17 @@ where
         // Nothing to score: no need to load a model or reach a server.
     } else if o.remote.is_empty() {
         let engine = load().context("loading the model")?;
-        let mut work = work.into_iter().peekable();
+        let mut work = work.into_iter().zip(metas).peekable();
         while work.peek().is_some() {
-            let chunk: Vec<(String, ArticleInput)> = work.by_ref().take(o.chunk.max(1)).collect();
-            let (keys, inputs): (Vec<String>, Vec<ArticleInput>) = chunk.into_iter().unzip();
-            for (key, res) in keys.iter().zip(engine.score_many(inputs)) {
+            let chunk: Vec<((String, ArticleInput), Meta)> = work.by_ref().take(o.chunk.max(1)).collect();
+            let (records, metas): (Vec<(String, ArticleInput)>, Vec<Meta>) = chunk.into_iter().unzip();
+            let (keys, inputs): (Vec<String>, Vec<ArticleInput>) = records.into_iter().unzip();
+            for ((key, meta), res) in keys.iter().zip(metas).zip(engine.score_many(inputs)) {
                 match res {
-                    Ok(s) => out.score(&s)?,
+                    Ok(mut s) => {
+                        s.meta = meta;
+                        out.score(&s)?
+                    }
                     Err(e) => out.error(key, &e.to_string(), false)?,
                 }
             }
@@ -291,7 +300,11 @@ where
                 .score_all(items, o.inflight, |seq, _id, res| {
                     let key = &keys[seq as usize];
                     match res {
-                        Ok(s) => out.score(&s),
+                        Ok(mut s) => {
+                            // Kept here rather than sent: the result is the same either way.
+                            s.meta = std::mem::take(&mut metas[seq as usize]);
+                            out.score(&s)
+                        }
                         Err(f) if f.transport => {
                             // Not judged by a server: left out of OUT so that a rerun retries it.
                             unanswered += 1;

@@ -1,7 +1,7 @@
 //! Reading articles from files, directories and stdin for the CLI faces: one reader, one JSONL
 //! schema and one set of messages for `stance score` and `stance batch`.
 //!
-//! A JSONL record is `{"id", "text", "mentions"?, "actors"?, "sentences"?}`; `id` is required,
+//! A JSONL record is `{"id", "text", "mentions"?, "actors"?, "sentences"?, "meta"?}`; `id` is required,
 //! a non-empty string (it names the article in the output, and `stance batch` resumes by it).
 //! Every problem with a line is reported as `NAME:LINE: what`, and a bad line never hides the
 //! good ones around it.
@@ -10,7 +10,7 @@ use std::io::Read;
 use std::path::Path;
 
 use serde_json::Value;
-use stance::input::ArticleInput;
+use stance::input::{validate_meta, ArticleInput, ArticleRecord, Meta};
 
 /// How input files are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -19,7 +19,7 @@ pub enum InputFormat {
     Auto,
     /// One article per file.
     Text,
-    /// One JSON object per line: `{"id", "text", "mentions"?, "actors"?, "sentences"?}`.
+    /// One JSON object per line: `{"id", "text", "mentions"?, "actors"?, "sentences"?, "meta"?}`.
     Jsonl,
 }
 
@@ -35,11 +35,18 @@ impl InputFormat {
 }
 
 /// One input record: its key (the article's id, or `NAME:LINE` when the record has no usable
-/// id) and the article, or why it cannot be scored.
+/// id) and the article, or why it cannot be scored, and its metadata (echoed in the result).
 #[derive(Debug)]
 pub struct Record {
     pub key: String,
     pub article: Result<ArticleInput, String>,
+    pub meta: Meta,
+}
+
+impl Record {
+    pub fn failed(key: String, why: String) -> Self {
+        Record { key, article: Err(why), meta: Meta::new() }
+    }
 }
 
 /// The name messages use for `source`: `stdin` for `-`, else the file name.
@@ -69,7 +76,7 @@ pub fn read_text(source: &str) -> Result<String, String> {
 /// Parses one JSONL line (line number `n` of `name`).
 pub fn parse_line(name: &str, n: usize, line: &str) -> Record {
     let fallback = format!("{name}:{n}");
-    let fail = |key: String, what: String| Record { key, article: Err(format!("{name}:{n}: {what}")) };
+    let fail = |key: String, what: String| Record::failed(key, format!("{name}:{n}: {what}"));
     let v: Value = match serde_json::from_str(line) {
         Ok(v) => v,
         Err(e) => return fail(fallback, format!("invalid JSON: {e}")),
@@ -85,10 +92,13 @@ pub fn parse_line(name: &str, n: usize, line: &str) -> Record {
     };
     match id {
         Err(e) => fail(fallback, e),
-        Ok(id) => match serde_json::from_value::<ArticleInput>(v) {
-            Ok(mut a) => {
-                a.id = id.clone();
-                Record { key: id, article: Ok(a) }
+        Ok(id) => match serde_json::from_value::<ArticleRecord>(v) {
+            Ok(ArticleRecord { mut article, meta }) => {
+                if let Err(e) = validate_meta(&meta) {
+                    return fail(id, e.to_string());
+                }
+                article.id = id.clone();
+                Record { key: id, article: Ok(article), meta }
             }
             Err(e) => fail(id, format!("invalid record: {e}")),
         },
@@ -104,12 +114,9 @@ pub fn parse_jsonl(name: &str, text: &str) -> Vec<Record> {
 pub fn text_article(source: &str, text: String) -> Record {
     let id = source_name(source);
     if text.trim().is_empty() {
-        return Record {
-            key: id.clone(),
-            article: Err(format!("{id}: the input is empty; give a file with the article's text")),
-        };
+        return Record::failed(id.clone(), format!("{id}: the input is empty; give a file with the article's text"));
     }
-    Record { key: id.clone(), article: Ok(ArticleInput { id, text, ..Default::default() }) }
+    Record { key: id.clone(), article: Ok(ArticleInput { id, text, ..Default::default() }), meta: Meta::new() }
 }
 
 /// Reads `source` (a path, or `-` for stdin) as `format` for `stance score`: a source that
@@ -118,17 +125,17 @@ pub fn read_source(source: &str, format: InputFormat) -> Vec<Record> {
     let name = source_name(source);
     let text = match read_text(source) {
         Ok(t) => t,
-        Err(e) => return vec![Record { key: name, article: Err(e) }],
+        Err(e) => return vec![Record::failed(name, e)],
     };
     if !format.is_jsonl(source) {
         return vec![text_article(source, text)];
     }
     let records = parse_jsonl(&name, &text);
     if records.is_empty() {
-        return vec![Record {
-            key: name.clone(),
-            article: Err(format!("{name}: the input is empty; give one JSON object per line")),
-        }];
+        return vec![Record::failed(
+            name.clone(),
+            format!("{name}: the input is empty; give one JSON object per line"),
+        )];
     }
     records
 }
@@ -161,6 +168,11 @@ mod tests {
             .unwrap_err()
             .contains("the id is empty"));
         assert!(parse_line("x.jsonl", 6, "[1]").article.unwrap_err().contains("not a JSON object"));
+        let r =
+            parse_line("x.jsonl", 8, r#"{"id":"m","text":"Hi.","meta":{"source":"Wire","published":"2020-11-10"}}"#);
+        assert_eq!(r.meta["source"], "Wire");
+        let r = parse_line("x.jsonl", 9, r#"{"id":"m","text":"Hi.","meta":{"published":"Nov 10"}}"#);
+        assert!(r.article.unwrap_err().starts_with("x.jsonl:9: meta.published: \"Nov 10\" is not an ISO date"));
         let r = parse_line("x.jsonl", 7, "{\"id\":\"b\",\"txt\":1}");
         assert_eq!(r.key, "b", "a record with an id keeps it, even when it is invalid");
         assert!(r.article.unwrap_err().starts_with("x.jsonl:7: invalid record"));

@@ -5,6 +5,7 @@ pub mod eval;
 pub mod health;
 pub mod input;
 pub mod remote;
+pub mod report;
 pub mod score;
 pub mod serve;
 pub mod shard;

@@ -68,6 +68,8 @@ pub fn score(
         let mut failed = 0usize;
         let mut items = Vec::new();
         let mut slots: Vec<Option<Result<ArticleScore, String>>> = Vec::new();
+        // Each record's metadata, by slot: echoed in its result here rather than sent.
+        let mut metas = Vec::new();
         for r in records {
             match r.article {
                 Ok(a) => {
@@ -76,10 +78,12 @@ pub fn score(
                 }
                 Err(e) => slots.push(Some(Err(e))),
             }
+            metas.push(r.meta);
         }
         remote
             .score_all(items, INFLIGHT, |seq, id, res| {
-                slots[seq as usize] = Some(res.map_err(|f| format!("{id}: {f}")));
+                let meta = std::mem::take(&mut metas[seq as usize]);
+                slots[seq as usize] = Some(res.map(|s| ArticleScore { meta, ..s }).map_err(|f| format!("{id}: {f}")));
                 anyhow::Ok(())
             })
             .await?;

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use stance::input::ArticleInput;
+use stance::input::{ArticleInput, Meta};
 use stance::pipeline::Engine;
 use stance::scores::ArticleScore;
 
@@ -89,13 +89,15 @@ where
     }
     let engine = load().context("loading the model")?;
     let mut failed = 0usize;
-    let mut pending: Vec<ArticleInput> = Vec::new();
+    let mut pending: Vec<(ArticleInput, Meta)> = Vec::new();
     // Scores and prints what is pending; `false` once the reader is gone.
-    let mut flush = |pending: &mut Vec<ArticleInput>, failed: &mut usize| -> Result<bool> {
-        let ids: Vec<String> = pending.iter().map(|p| p.id.clone()).collect();
-        for (id, res) in ids.into_iter().zip(engine.score_many(std::mem::take(pending))) {
+    let mut flush = |pending: &mut Vec<(ArticleInput, Meta)>, failed: &mut usize| -> Result<bool> {
+        let (inputs, metas): (Vec<ArticleInput>, Vec<Meta>) = std::mem::take(pending).into_iter().unzip();
+        let ids: Vec<String> = inputs.iter().map(|p| p.id.clone()).collect();
+        for ((id, meta), res) in ids.into_iter().zip(metas).zip(engine.score_many(inputs)) {
             match res {
-                Ok(score) => {
+                Ok(mut score) => {
+                    score.meta = meta;
                     if !printer.print(&score)? {
                         return Ok(false);
                     }
@@ -111,7 +113,7 @@ where
     for r in records {
         let open = match r.article {
             Ok(article) => {
-                pending.push(article);
+                pending.push((article, r.meta));
                 pending.len() < CHUNK || flush(&mut pending, &mut failed)?
             }
             Err(e) => {

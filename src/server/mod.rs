@@ -41,7 +41,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status, Streaming};
 use tonic_health::ServingStatus;
 
-use crate::input::ArticleInput;
+use crate::input::{ArticleInput, Meta};
 use crate::pipeline::Engine;
 use crate::scores::ArticleScore;
 use crate::wire::{pb, pem, FILE_DESCRIPTOR_SET, SERVICE_NAME};
@@ -335,19 +335,22 @@ impl StanceService {
     /// Scores one gRPC article (see [`StanceService::score_input`]).
     async fn score(&self, article: Option<pb::Article>, deadline: Option<Instant>) -> Result<ArticleScore, Status> {
         self.core()?;
-        let article = article.ok_or_else(|| Status::invalid_argument("the request has no article"))?;
+        let mut article = article.ok_or_else(|| Status::invalid_argument("the request has no article"))?;
+        let meta: Meta = std::mem::take(&mut article.meta).into_iter().collect();
         let input = ArticleInput::try_from(article).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        Ok(self.score_input(input, deadline).await?)
+        Ok(self.score_input(input, meta, deadline).await?)
     }
 
     /// Scores one article through prepare → queue → compute thread → finish: the one way every
-    /// face of the server scores.
+    /// face of the server scores. `meta` is checked first and echoed in the result.
     pub(crate) async fn score_input(
         &self,
         input: ArticleInput,
+        meta: Meta,
         deadline: Option<Instant>,
     ) -> Result<ArticleScore, ScoreError> {
         let core = self.core()?;
+        crate::input::validate_meta(&meta).map_err(|e| ScoreError::Invalid(e.to_string()))?;
         // A full queue refuses before preparing, so that a refusal costs next to nothing (the
         // push below checks again: others may fill it meanwhile).
         if core.queue.depth() >= core.queue.capacity() {
@@ -382,9 +385,10 @@ impl StanceService {
                 JobError::Cancelled => ScoreError::Cancelled,
             })?;
             let engine = core.engine.clone();
-            let score = tokio::task::spawn_blocking(move || engine.finish(prepared, scores))
+            let mut score = tokio::task::spawn_blocking(move || engine.finish(prepared, scores))
                 .await
                 .map_err(|e| ScoreError::Internal(format!("finish panicked: {e}")))?;
+            score.meta = meta;
             metrics::scored(score.sentences.len());
             Ok(score)
         };

@@ -49,6 +49,8 @@ impl From<ArticleInput> for pb::Article {
             sentences: a.sentences.map(|spans| pb::SpanSet {
                 spans: spans.into_iter().map(|s| pb::Span { start: s.start as u64, end: s.end as u64 }).collect(),
             }),
+            // Metadata travels beside the article (ArticleRecord); the server reads it there.
+            meta: Default::default(),
         }
     }
 }
@@ -132,6 +134,7 @@ impl From<ArticleScore> for pb::ArticleScore {
     fn from(a: ArticleScore) -> Self {
         pb::ArticleScore {
             id: a.id,
+            meta: a.meta.into_iter().collect(),
             model: Some(pb::ModelRef {
                 name: a.model.name,
                 version: a.model.version,
@@ -291,6 +294,7 @@ impl TryFrom<pb::ArticleScore> for ArticleScore {
         let s = a.sentiment.ok_or_else(|| WireError("missing article sentiment".into()))?;
         Ok(ArticleScore {
             id: a.id,
+            meta: a.meta.into_iter().collect(),
             model: ModelRef { name: model.name, version: model.version, precision: precision_of(&model.precision)? },
             sentences,
             actors,

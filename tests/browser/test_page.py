@@ -1,10 +1,12 @@
-"""The analysts' page in a real browser: headless Chromium (Debian's chromium and
+"""The analysts' page and a `stance report` in a real browser: headless Chromium (Debian's chromium and
 chromium-driver) driven by Selenium against the real `stance serve` binary.
 
 It loads `/`, pastes the fixture article, scores it, and checks that every mention the JSON API
 reports is highlighted with its actor and label, that each actor card shows the API's score
 and label counts, that the evidence links move the focus to their sentence, and that the page
-logged no errors (e.g. a Content-Security-Policy refusal). Screenshots go to target/browser/.
+logged no errors (e.g. a Content-Security-Policy refusal). It also scores the report fixture
+corpus with `stance batch`, builds its report and checks the charts and tables rendered.
+Screenshots go to target/browser/.
 
 Run by .ci/run: STANCE_BIN=target/release/stance python -m pytest -q tests/browser
 """
@@ -216,3 +218,43 @@ def test_page_reports_a_bad_record_and_request_actors(server, browser):
     assert [c.get_attribute("data-actor") for c in cards] == ["France"]
     assert not browser.find_element(By.ID, "error").is_displayed()
     assert [e for e in severe_logs(browser) if "400" not in e["message"]] == []
+
+
+def test_report_renders_its_charts_and_tables(browser, tmp_path):
+    OUT.mkdir(parents=True, exist_ok=True)
+    binary = os.environ.get("STANCE_BIN", str(ROOT / "target" / "release" / "stance"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STANCE_")}
+    env["STANCE_MODEL"] = str(MODEL)
+    scores = tmp_path / "scores.jsonl"
+    report = OUT / "report.html"
+    subprocess.run([binary, "batch", str(ROOT / "tests/fixtures/report/articles.jsonl"), "-o", str(scores)],
+                   cwd=ROOT, env=env, check=True)
+    subprocess.run([binary, "report", str(scores), "-o", str(report)], cwd=ROOT, env=env, check=True)
+    scored = [json.loads(l) for l in scores.read_text().splitlines()]
+    actors = sorted({a["actor"] for s in scored for a in s["actors"]})
+    pairs = {(s["meta"]["source"], a["actor"]) for s in scored if "meta" in s for a in s["actors"]}
+
+    browser.get(report.as_uri())
+    # Every chart drew: the labels chart, one histogram per actor, the weekly chart; each with
+    # its shapes and its axis text, and laid out at a real size.
+    charts = browser.find_elements(By.TAG_NAME, "svg")
+    assert len(charts) == 2 + len(actors)
+    for svg in charts:
+        assert svg.size["width"] > 200 and svg.size["height"] > 100, svg.size
+        shapes = svg.find_elements(By.CSS_SELECTOR, "rect, polygon, polyline, circle, path")
+        assert len(shapes) > 3
+        assert svg.find_elements(By.TAG_NAME, "text")
+    assert browser.execute_script(
+        "return [...document.querySelectorAll('#time svg circle')].length;") >= 7, "weekly points"
+    # The tables: one row per actor, one per (source, actor).
+    rows = browser.find_elements(By.CSS_SELECTOR, 'table[data-table="actors"] tbody tr')
+    assert [r.find_element(By.TAG_NAME, "td").text for r in rows] == actors
+    rows = browser.find_elements(By.CSS_SELECTOR, 'table[data-table="sources"] tbody tr')
+    assert {tuple(td.text for td in r.find_elements(By.TAG_NAME, "td")[:2]) for r in rows} == pairs
+    quotes = browser.find_elements(By.CSS_SELECTOR, "#evidence blockquote")
+    assert quotes and all(q.get_attribute("data-actor") in actors for q in quotes)
+    height = browser.execute_script("return document.documentElement.scrollHeight;")
+    browser.set_window_size(1440, min(max(1000, height + 140), 6000))
+    browser.save_screenshot(str(OUT / "report.png"))
+    browser.set_window_size(1440, 1000)
+    assert severe_logs(browser) == []

@@ -26,7 +26,7 @@ use tonic::Code;
 
 use super::auth::ApiKey;
 use super::{Arrival, RequestMetric, ScoreError, StanceService};
-use crate::input::ArticleInput;
+use crate::input::{ArticleInput, ArticleRecord};
 
 /// The OpenAPI 3 description of this API, served at `/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -234,23 +234,24 @@ fn too_large(what: &str, limit: usize) -> ApiError {
     )
 }
 
-/// A JSON article (`{"id"?, "text", "mentions"?, "actors"?, "sentences"?}`), or with
+/// A JSON article (`{"id"?, "text", "mentions"?, "actors"?, "sentences"?, "meta"?}`), or with
 /// `Content-Type: text/plain` the article's text itself.
-fn parse_article(headers: &HeaderMap, body: &[u8]) -> Result<ArticleInput, ApiError> {
+fn parse_article(headers: &HeaderMap, body: &[u8]) -> Result<ArticleRecord, ApiError> {
     let plain = headers.get(header::CONTENT_TYPE).is_some_and(|c| c.as_bytes().starts_with(b"text/plain"));
     if plain {
         let text = std::str::from_utf8(body).map_err(|e| {
             ApiError::bad_request(format!("the body is not UTF-8 text (first bad byte at offset {})", e.valid_up_to()))
         })?;
-        return Ok(ArticleInput { text: text.to_string(), ..Default::default() });
+        let article = ArticleInput { text: text.to_string(), ..Default::default() };
+        return Ok(ArticleRecord { article, meta: Default::default() });
     }
     parse_json_article(body)
 }
 
-fn parse_json_article(body: &[u8]) -> Result<ArticleInput, ApiError> {
+fn parse_json_article(body: &[u8]) -> Result<ArticleRecord, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(format!(
-            "not a valid article: {e}; send a JSON object {{\"id\"?, \"text\", \"mentions\"?, \"actors\"?, \"sentences\"?}}"
+            "not a valid article: {e}; send a JSON object {{\"id\"?, \"text\", \"mentions\"?, \"actors\"?, \"sentences\"?, \"meta\"?}}"
         ))
     })
 }
@@ -302,8 +303,8 @@ async fn score(State(h): State<Http>, req: Request) -> Result<Response, ApiError
         // Refuse before reading a body that could not be scored anyway.
         h.svc.core()?;
         let (parts, body) = req.into_parts();
-        let input = parse_article(&parts.headers, &read_body(body, h.max_body).await?)?;
-        Ok(h.svc.score_input(input, deadline).await?)
+        let r = parse_article(&parts.headers, &read_body(body, h.max_body).await?)?;
+        Ok(h.svc.score_input(r.article, r.meta, deadline).await?)
     }
     .await;
     finish(metric, &result);
@@ -505,9 +506,9 @@ async fn score_line(h: &Http, n: usize, line: Line, deadline: Option<Instant>) -
             Line::Text(t) => t,
             Line::TooLarge => return Err(too_large(&format!("line {n}"), h.max_body)),
         };
-        let input = parse_json_article(&line).map_err(|e| ApiError::bad_request(format!("line {n}: {}", e.message)))?;
-        id = Some(input.id.clone());
-        Ok(h.svc.score_input(input, deadline).await?)
+        let r = parse_json_article(&line).map_err(|e| ApiError::bad_request(format!("line {n}: {}", e.message)))?;
+        id = Some(r.article.id.clone());
+        Ok(h.svc.score_input(r.article, r.meta, deadline).await?)
     }
     .await;
     finish(metric, &result);
