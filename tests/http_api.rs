@@ -359,3 +359,36 @@ async fn a_full_queue_is_429_and_the_rest_are_scored() {
     assert!(statuses.contains(&200), "{statuses:?}");
     assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_an_open_batch_with_a_line_naming_the_last_line_read_and_exits_0() {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    let mut server = Server::start(&[]);
+    ready(&Api::new(&server.addr)).await;
+    // A request body the test keeps open: the client has more to send when the signal comes.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(4);
+    let client: Client<HttpConnector, StreamBody<_>> = Client::builder(TokioExecutor::new()).build_http();
+    let req = hyper::Request::post(format!("http://{}/v1/score:batch", server.addr))
+        .body(StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        .unwrap();
+    let line = json!({"id": "first", "text": "Baku objected."}).to_string() + "\n";
+    tx.send(Ok(Frame::data(Bytes::from(line)))).await.unwrap();
+    let res = client.request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut body = res.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(serde_json::from_slice::<Value>(&first).unwrap()["id"], "first");
+
+    let signalled = std::time::Instant::now();
+    server.signal("TERM");
+    let rest = body.collect().await.expect("the answer ends cleanly").to_bytes();
+    let last: Value = serde_json::from_slice(&rest).unwrap();
+    assert_eq!(last["line"], 2);
+    assert_eq!(last["error"]["code"], "unavailable");
+    assert!(last["error"]["message"].as_str().unwrap().contains("the lines after line 1 were not read"), "{last}");
+    assert!(signalled.elapsed() < Duration::from_secs(20), "ended by the grace period, not by the drain");
+    drop(tx);
+    let status = tokio::task::spawn_blocking(move || server.child.wait().unwrap()).await.unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
