@@ -251,6 +251,12 @@ struct EvalArgs {
     /// Write every prediction (set, item, target, gold, predicted) as JSONL to this file.
     #[arg(long)]
     predictions: Option<PathBuf>,
+    /// With `--precision int8`: first observe the int8 layers' activation ranges with the fp32
+    /// encoder on the first N sentences of NewsMTSC train and of conflict-stance train each,
+    /// write them into the model folder (int8_ranges.safetensors, read by the int8 encoder),
+    /// then evaluate with them.
+    #[arg(long, value_name = "N")]
+    fit_int8_ranges: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -280,6 +286,7 @@ fn main() -> ExitCode {
                         calibrate: a.calibrate,
                         encoder,
                         predictions: a.predictions,
+                        fit_int8_ranges: a.fit_int8_ranges,
                     },
                 )
             })

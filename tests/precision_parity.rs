@@ -91,3 +91,40 @@ fn lower_precisions_give_fp32_labels_end_to_end() {
         }
     }
 }
+
+/// Calibrated int8 (SmoothQuant from ranges observed with fp32): ranges observed on the first
+/// three sentences, hidden states checked on the other three, so the ranges are not fitted to
+/// the checked states; the calibrated encoder is at least as close to fp32 as the bound above.
+#[test]
+fn calibrated_int8_keeps_the_hidden_states_of_fp32() {
+    let files = files();
+    let dev = Device::Cpu;
+    let cfg = load_config(&files.config).unwrap();
+    let vb = VarBuilder::from_tensors(merged_tensors(&files, &dev).unwrap(), DType::F32, &dev);
+    let tok = SentenceTokenizer::from_file(&files.tokenizer, 128, cfg.framing()).unwrap();
+    let ids: Vec<Vec<u32>> = stance::sentences::split(ARTICLE)
+        .iter()
+        .map(|s| tok.window_ids(&tok.tokenize(&ARTICLE[s.start..s.end]).unwrap(), 0))
+        .collect();
+    let seqs: Vec<&[u32]> = ids.iter().map(|v| v.as_slice()).collect();
+    let (observed, checked) = seqs.split_at(3);
+    let fp32 = FastEncoder::load(vb.clone(), &cfg, Precision::Fp32).unwrap();
+    let mut ranges = None;
+    fp32.activation_ranges(observed, &mut ranges).unwrap();
+    let ranges = ranges.unwrap();
+    assert_eq!(ranges.qkv_input.len(), cfg.num_hidden_layers);
+    assert!(ranges
+        .qkv_input
+        .iter()
+        .chain(&ranges.ffn_input)
+        .all(|r| r.len() == cfg.hidden_size && r.iter().any(|&v| v > 0.0)));
+    let want = fp32.forward(checked).unwrap();
+    let enc = FastEncoder::load_calibrated(vb.clone(), &cfg, Precision::Int8, Some(&ranges)).unwrap();
+    let (mean, min) = cosines(&enc.forward(checked).unwrap(), &want, cfg.hidden_size);
+    println!("calibrated int8 ({:?}): cosine to fp32 mean {mean:.5}, min {min:.5}", enc.paths());
+    assert!(mean >= 0.99 && min >= 0.97, "calibrated int8: mean {mean}, min {min}");
+    // Ranges for another depth are refused, not misapplied.
+    let mut short = ranges.clone();
+    short.qkv_input.pop();
+    assert!(FastEncoder::load_calibrated(vb, &cfg, Precision::Int8, Some(&short)).is_err());
+}

@@ -19,6 +19,7 @@ use stance::training::data::{self, DataDir, Split};
 use stance::training::eval::{
     evaluate, evaluate_end_to_end, PrecisionGate, Prediction, GATE_AGREEMENT, GATE_F1_POINTS,
 };
+use stance::training::int8_ranges;
 use stance::training::metrics::{at_temperature, ece, fit_temperature, Confusion};
 
 pub struct EvalOptions {
@@ -28,6 +29,8 @@ pub struct EvalOptions {
     pub calibrate: bool,
     pub encoder: EncoderChoice,
     pub predictions: Option<PathBuf>,
+    /// Observe int8's activation ranges on this many training sentences per set first.
+    pub fit_int8_ranges: Option<usize>,
 }
 
 /// Calibration bins (the and the literature's usual 10).
@@ -37,7 +40,27 @@ type Items = Vec<([f32; 3], Label)>;
 
 pub fn run(files: Result<ModelFiles>, o: &EvalOptions) -> Result<()> {
     let (test, record) = (o.test, o.record);
-    let files = files?;
+    let mut files = files?;
+    let mut int8_ranges = None;
+    if let Some(per_set) = o.fit_int8_ranges {
+        if o.encoder != EncoderChoice::Fast(Some(Precision::Int8)) {
+            anyhow::bail!("--fit-int8-ranges calibrates int8: add --precision int8");
+        }
+        let dir = files
+            .manifest
+            .as_ref()
+            .and_then(|m| m.parent())
+            .context("--fit-int8-ranges writes into a local model folder with a manifest.json")?
+            .to_path_buf();
+        let data = DataDir(o.data.clone());
+        let (ranges, windows) = int8_ranges::fit(&files, &data, per_set).context("observing int8 activation ranges")?;
+        let path = int8_ranges::save(&ranges, &dir).with_context(|| format!("writing into {}", dir.display()))?;
+        println!("int8 activation ranges from {windows} training windows written to {}", path.display());
+        files.int8_ranges = Some(path);
+        int8_ranges = Some(
+            json!({"sentences_per_set": per_set, "windows": windows, "data": "NewsMTSC train + conflict-stance train, first sentences in file order", "smoothing": "SmoothQuant, alpha 0.5"}),
+        );
+    }
     let mut model = StanceModel::load_with(&files, o.encoder).context("loading the model")?;
     let precision = model.backend.precision();
     if o.calibrate && precision != Precision::Fp32 {
@@ -199,6 +222,13 @@ pub fn run(files: Result<ModelFiles>, o: &EvalOptions) -> Result<()> {
             "agree": gate.agree, "pairs": gate.pairs, "agreement": gate.agreement(), "passed": gate.passed,
             "machine": machine(),
         });
+        if precision == Precision::Int8 {
+            gates[precision.as_str()]["int8_ranges"] = match (&int8_ranges, &files.int8_ranges) {
+                (Some(fit), _) => fit.clone(),
+                (None, Some(_)) => json!("the folder's int8_ranges.safetensors"),
+                (None, None) => json!(null),
+            };
+        }
         if !manifest.scores.is_object() {
             manifest.scores = json!({});
         }

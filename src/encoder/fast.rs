@@ -83,6 +83,89 @@ fn smoothing(n: &Norm) -> Vec<f32> {
     n.gamma.iter().zip(&n.beta).map(|(g, b)| g.abs().max(b.abs()).max(1e-6)).collect()
 }
 
+/// SmoothQuant's migration strength (Xiao et al. 2023): half of an input channel's range moves
+/// into the weight, half stays in the activation.
+const SMOOTH_ALPHA: f32 = 0.5;
+
+/// Per input channel `j` of an int8 layer fed by a layer norm, the divisor of its input from
+/// the input's observed range `r_j` (calibration) and the weight column's range `w_j`:
+/// `r_j^α / w_j^(1-α)`, which evens the two ranges out (SmoothQuant).
+fn calibrated_smoothing(range: &[f32], w: &[f32], k: usize) -> Vec<f32> {
+    let mut wmax = vec![0f32; k];
+    for row in w.chunks_exact(k) {
+        for (m, v) in wmax.iter_mut().zip(row) {
+            *m = m.max(v.abs());
+        }
+    }
+    range
+        .iter()
+        .zip(&wmax)
+        .map(|(r, w)| (r.max(1e-5).powf(SMOOTH_ALPHA) / w.max(1e-5).powf(1.0 - SMOOTH_ALPHA)).max(1e-5))
+        .collect()
+}
+
+/// The largest `|value|` each input channel of a layer's int8-quantised inputs reached over
+/// calibration sequences ([`FastEncoder::activation_ranges`]): per layer, the input of the
+/// QKV projection and the input of the FFN's first layer (both layer-norm outputs), `hidden`
+/// values each. Under int8 they set the per-channel smoothing (SmoothQuant) in place of the
+/// norms' `max(|γ|, |β|)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivationRanges {
+    pub qkv_input: Vec<Vec<f32>>,
+    pub ffn_input: Vec<Vec<f32>>,
+}
+
+impl ActivationRanges {
+    fn new(layers: usize, h: usize) -> Self {
+        Self { qkv_input: vec![vec![0.0; h]; layers], ffn_input: vec![vec![0.0; h]; layers] }
+    }
+
+    fn observe(range: &mut [f32], x: &[f32]) {
+        for row in x.chunks_exact(range.len()) {
+            for (r, v) in range.iter_mut().zip(row) {
+                *r = r.max(v.abs());
+            }
+        }
+    }
+
+    /// The ranges as named tensors (`layer.{i}.qkv_input`, `layer.{i}.ffn_input`), for a
+    /// safetensors file.
+    pub fn to_tensors(&self) -> Result<std::collections::HashMap<String, candle_core::Tensor>> {
+        let mut out = std::collections::HashMap::new();
+        for (i, (q, f)) in self.qkv_input.iter().zip(&self.ffn_input).enumerate() {
+            out.insert(
+                format!("layer.{i}.qkv_input"),
+                candle_core::Tensor::new(q.as_slice(), &candle_core::Device::Cpu)?,
+            );
+            out.insert(
+                format!("layer.{i}.ffn_input"),
+                candle_core::Tensor::new(f.as_slice(), &candle_core::Device::Cpu)?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Reads what [`Self::to_tensors`] wrote, for an encoder of `layers` layers of width `h`.
+    pub fn from_tensors(
+        t: &std::collections::HashMap<String, candle_core::Tensor>,
+        layers: usize,
+        h: usize,
+    ) -> Result<Self> {
+        let get = |name: String| -> Result<Vec<f32>> {
+            let v =
+                t.get(&name).ok_or_else(|| candle_core::Error::Msg(format!("no tensor {name}")))?.to_vec1::<f32>()?;
+            if v.len() != h || v.iter().any(|x| !x.is_finite() || *x < 0.0) {
+                candle_core::bail!("{name}: expected {h} finite ranges >= 0, found {} values", v.len());
+            }
+            Ok(v)
+        };
+        Ok(Self {
+            qkv_input: (0..layers).map(|i| get(format!("layer.{i}.qkv_input"))).collect::<Result<_>>()?,
+            ffn_input: (0..layers).map(|i| get(format!("layer.{i}.ffn_input"))).collect::<Result<_>>()?,
+        })
+    }
+}
+
 fn norm(vb: &VarBuilder, h: usize) -> Result<Norm> {
     Ok(Norm { gamma: vec1(vb, h, "weight")?, beta: vec1(vb, h, "bias")? })
 }
@@ -92,6 +175,26 @@ impl FastEncoder {
     /// `precision`, for the CPU paths of [`cpu::paths`]; fails if a path forced there cannot
     /// run on this CPU.
     pub fn load(vb: VarBuilder, c: &EncoderConfig, precision: Precision) -> Result<Self> {
+        Self::load_calibrated(vb, c, precision, None)
+    }
+
+    /// As [`Self::load`]; under int8, `ranges` (from [`Self::activation_ranges`] on the same
+    /// weights) set the smoothing of the layers fed by layer norms.
+    pub fn load_calibrated(
+        vb: VarBuilder,
+        c: &EncoderConfig,
+        precision: Precision,
+        ranges: Option<&ActivationRanges>,
+    ) -> Result<Self> {
+        if let Some(r) = ranges {
+            if r.qkv_input.len() != c.num_hidden_layers || r.ffn_input.len() != c.num_hidden_layers {
+                candle_core::bail!(
+                    "int8 activation ranges for {} layers, the encoder has {}",
+                    r.qkv_input.len(),
+                    c.num_hidden_layers
+                );
+            }
+        }
         let paths = cpu::paths().map_err(candle_core::Error::wrap)?;
         let arch = c.architecture();
         let vb = unprefixed(vb, arch);
@@ -119,20 +222,20 @@ impl FastEncoder {
                 None => smoothing(&norm(&vb.pp("embeddings").pp("LayerNorm"), h)?),
             };
             let ffn_norm = smoothing(&ln1);
+            let wi = vec2(&l.pp("intermediate").pp("dense"), (inter, h), "weight")?;
+            let (input_norm, ffn_norm) = match ranges {
+                Some(r) => {
+                    (calibrated_smoothing(&r.qkv_input[i], &wqkv, h), calibrated_smoothing(&r.ffn_input[i], &wi, h))
+                }
+                None => (input_norm, ffn_norm),
+            };
             layers.push(FastLayer {
                 wqkv: Dense::smoothed(wqkv, 3 * h, h, precision, paths, &input_norm),
                 bqkv,
                 wo: Dense::new(vec2(&a.pp(names.attn_out), (h, h), "weight")?, h, h, precision, paths),
                 bo: vec1(&a.pp(names.attn_out), h, "bias")?,
                 ln1,
-                wi: Dense::smoothed(
-                    vec2(&l.pp("intermediate").pp("dense"), (inter, h), "weight")?,
-                    inter,
-                    h,
-                    precision,
-                    paths,
-                    &ffn_norm,
-                ),
+                wi: Dense::smoothed(wi, inter, h, precision, paths, &ffn_norm),
                 bi: vec1(&l.pp("intermediate").pp("dense"), c.intermediate_size, "bias")?,
                 wo2: Dense::new(
                     vec2(&l.pp("output").pp("dense"), (h, inter), "weight")?,
@@ -213,6 +316,23 @@ impl FastEncoder {
     /// The hidden states after the first `layers` layers, packed as by [`Self::forward`]
     /// (training caches its frozen layers' output this way).
     pub fn forward_layers(&self, seqs: &[&[u32]], layers: usize) -> Result<Vec<f32>> {
+        self.forward_observed(seqs, layers, None)
+    }
+
+    /// Runs `seqs` and returns the largest `|value|` per channel that each int8-quantised
+    /// layer input reached (accumulated into `ranges` over calls), for
+    /// [`Self::load_calibrated`]. Meant for an fp32 encoder: the ranges of what int8 will see.
+    pub fn activation_ranges(&self, seqs: &[&[u32]], ranges: &mut Option<ActivationRanges>) -> Result<()> {
+        let r = ranges.get_or_insert_with(|| ActivationRanges::new(self.layers.len(), self.hidden));
+        self.forward_observed(seqs, self.layers.len(), Some(r)).map(|_| ())
+    }
+
+    fn forward_observed(
+        &self,
+        seqs: &[&[u32]],
+        layers: usize,
+        mut ranges: Option<&mut ActivationRanges>,
+    ) -> Result<Vec<f32>> {
         if layers > self.layers.len() {
             candle_core::bail!("the encoder has {} layers, not {layers}", self.layers.len());
         }
@@ -260,7 +380,10 @@ impl FastEncoder {
         let mut ctx = vec![0f32; total * h];
         let mut x1 = vec![0f32; total * h];
         let mut inter = vec![0f32; total * self.inter];
-        for layer in &self.layers[..layers] {
+        for (i, layer) in self.layers[..layers].iter().enumerate() {
+            if let Some(r) = ranges.as_deref_mut() {
+                ActivationRanges::observe(&mut r.qkv_input[i], &x);
+            }
             // qkv = x·Wqkvᵀ + b
             fill_rows(&mut qkv, &layer.bqkv);
             layer.wqkv.acc(&mut qkv, &x, total);
@@ -269,6 +392,9 @@ impl FastEncoder {
             add_rows(&mut x1, &x, &layer.bo);
             layer.wo.acc(&mut x1, &ctx, total);
             each_row(&mut x1, h, |row| k.layer_norm(row, &layer.ln1.gamma, &layer.ln1.beta, self.eps));
+            if let Some(r) = ranges.as_deref_mut() {
+                ActivationRanges::observe(&mut r.ffn_input[i], &x1);
+            }
             // inter = GELU(x1·Wiᵀ + bi)
             fill_rows(&mut inter, &layer.bi);
             layer.wi.acc(&mut inter, &x1, total);
@@ -647,5 +773,43 @@ mod generic {
             let sd = 1.25f32.sqrt();
             assert!((y[0] - (0.5 - 1.5 / sd)).abs() < 1e-6);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calibrated_smoothing_evens_activation_and_weight_ranges() {
+        // Two input channels (k = 2), three output rows: column maxima 4 and 0.5.
+        let w = [1.0, -0.5, -4.0, 0.25, 2.0, 0.1];
+        let range = [16.0, 2.0];
+        let s = calibrated_smoothing(&range, &w, 2);
+        for (j, wmax) in [4.0f32, 0.5].into_iter().enumerate() {
+            // With alpha = 0.5, what int8 sees of the input (range / s) and of the weight
+            // (wmax * s) have the same range.
+            assert!((range[j] / s[j] - wmax * s[j]).abs() < 1e-5, "channel {j}: {s:?}");
+        }
+        // A channel never seen (range 0) gets a finite, positive divisor.
+        assert!(calibrated_smoothing(&[0.0, 1.0], &w, 2).iter().all(|v| v.is_finite() && *v > 0.0));
+    }
+
+    #[test]
+    fn activation_ranges_round_trip_through_tensors_and_refuse_bad_ones() {
+        let r = ActivationRanges {
+            qkv_input: vec![vec![1.0, 2.0], vec![3.0, 0.0]],
+            ffn_input: vec![vec![0.5, 0.25], vec![8.0, 1.0]],
+        };
+        let t = r.to_tensors().unwrap();
+        assert_eq!(ActivationRanges::from_tensors(&t, 2, 2).unwrap(), r);
+        assert!(ActivationRanges::from_tensors(&t, 3, 2).is_err(), "a missing layer");
+        assert!(ActivationRanges::from_tensors(&t, 2, 3).is_err(), "the wrong width");
+        let mut bad = t.clone();
+        bad.insert(
+            "layer.0.qkv_input".into(),
+            candle_core::Tensor::new(&[f32::NAN, 1.0], &candle_core::Device::Cpu).unwrap(),
+        );
+        assert!(ActivationRanges::from_tensors(&bad, 2, 2).is_err(), "a NaN range");
     }
 }

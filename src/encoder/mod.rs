@@ -150,7 +150,7 @@ pub fn relative_bucket(relative: i64, buckets: usize) -> usize {
 }
 
 pub use dense::Precision;
-pub use fast::FastEncoder;
+pub use fast::{ActivationRanges, FastEncoder};
 
 /// Which kernels the forward pass uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

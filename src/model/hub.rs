@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use hf_hub::api::sync::ApiBuilder;
 use hf_hub::{Repo, RepoType};
 
-use super::{ModelError, ModelFiles};
+use super::{ModelError, ModelFiles, INT8_RANGES_FILE};
 
 /// What `--model` names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +62,7 @@ pub(super) fn fetch(source: &ModelSource) -> Result<ModelFiles, ModelError> {
         encoder,
         stance: get("stance.safetensors").ok(),
         manifest: get("manifest.json").ok(),
+        int8_ranges: get(INT8_RANGES_FILE).ok(),
     })
 }
 

@@ -21,7 +21,7 @@ pub use hub::ModelSource;
 pub use manifest::{Calibration, Manifest, TargetInput};
 
 use crate::backend::{Backend, FastBackend, ReferenceBackend};
-use crate::encoder::{Encoder, EncoderConfig, FastEncoder, Precision};
+use crate::encoder::{ActivationRanges, Encoder, EncoderConfig, FastEncoder, Precision};
 use crate::heads::Heads;
 use crate::tokens::SentenceTokenizer;
 
@@ -55,7 +55,14 @@ pub struct ModelFiles {
     pub encoder: PathBuf,
     pub stance: Option<PathBuf>,
     pub manifest: Option<PathBuf>,
+    /// Calibrated activation ranges for int8 ([`INT8_RANGES_FILE`]), when the folder has them.
+    pub int8_ranges: Option<PathBuf>,
 }
+
+/// The file of a model folder that holds its int8 activation ranges
+/// ([`crate::encoder::ActivationRanges`]), written by `stance eval --precision int8
+/// --fit-int8-ranges`.
+pub const INT8_RANGES_FILE: &str = "int8_ranges.safetensors";
 
 impl ModelFiles {
     /// Resolves a local model folder. `stance.safetensors` and `manifest.json` may be absent
@@ -92,6 +99,7 @@ impl ModelFiles {
             encoder,
             stance: optional("stance.safetensors"),
             manifest: optional("manifest.json"),
+            int8_ranges: optional(INT8_RANGES_FILE),
         })
     }
 
@@ -270,7 +278,20 @@ impl StanceModel {
         let backend: Box<dyn Backend> = match choice {
             EncoderChoice::Fast(precision) => {
                 let precision = precision.unwrap_or_else(|| auto_precision(manifest.precision));
-                let encoder = FastEncoder::load(vb, &config, precision).map_err(|e| invalid("encoder", e))?;
+                let ranges = match (&files.int8_ranges, precision) {
+                    (Some(path), Precision::Int8) => Some(load_tensors(path, &device).and_then(|t| {
+                        ActivationRanges::from_tensors(&t, config.num_hidden_layers, config.hidden_size).map_err(|e| {
+                            ModelError::Invalid {
+                                path: path.clone(),
+                                what: "int8 activation ranges",
+                                reason: e.to_string(),
+                            }
+                        })
+                    })?),
+                    _ => None,
+                };
+                let encoder = FastEncoder::load_calibrated(vb, &config, precision, ranges.as_ref())
+                    .map_err(|e| invalid("encoder", e))?;
                 Box::new(FastBackend::new(encoder, heads))
             }
             EncoderChoice::Reference => {

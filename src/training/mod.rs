@@ -2,5 +2,6 @@
 
 pub mod data;
 pub mod eval;
+pub mod int8_ranges;
 pub mod metrics;
 pub mod train;
