@@ -257,8 +257,16 @@ fn main() {
     let device = Device::Cpu;
     let tensors = model::merged_tensors(&files, &device).unwrap();
     let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
-    let fast: Vec<FastEncoder> =
-        o.precisions.iter().map(|&p| FastEncoder::load(vb.clone(), &config, p).unwrap()).collect();
+    // As served: int8 with the folder's calibrated ranges, when it has them.
+    let ranges = model::int8_ranges(&files, &config).unwrap();
+    let fast: Vec<FastEncoder> = o
+        .precisions
+        .iter()
+        .map(|&p| {
+            FastEncoder::load_calibrated(vb.clone(), &config, p, ranges.as_ref().filter(|_| p == Precision::Int8))
+                .unwrap()
+        })
+        .collect();
     for f in &fast {
         println!("{} dense weights: {:.0} MB ({:?})", f.precision(), f.dense_bytes() as f64 / 1e6, f.paths());
     }

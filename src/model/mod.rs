@@ -242,6 +242,15 @@ pub struct StanceModel {
     pub files: ModelFiles,
 }
 
+/// The model folder's calibrated int8 activation ranges ([`INT8_RANGES_FILE`]), if it has them.
+pub fn int8_ranges(files: &ModelFiles, config: &EncoderConfig) -> Result<Option<ActivationRanges>, ModelError> {
+    let Some(path) = &files.int8_ranges else { return Ok(None) };
+    let tensors = load_tensors(path, &Device::Cpu)?;
+    ActivationRanges::from_tensors(&tensors, config.num_hidden_layers, config.hidden_size)
+        .map(Some)
+        .map_err(|e| ModelError::Invalid { path: path.clone(), what: "int8 activation ranges", reason: e.to_string() })
+}
+
 impl StanceModel {
     /// Loads a complete model (one with trained heads) on the CPU, with the fast encoder at
     /// the model's own precision.
@@ -278,18 +287,7 @@ impl StanceModel {
         let backend: Box<dyn Backend> = match choice {
             EncoderChoice::Fast(precision) => {
                 let precision = precision.unwrap_or_else(|| auto_precision(manifest.precision));
-                let ranges = match (&files.int8_ranges, precision) {
-                    (Some(path), Precision::Int8) => Some(load_tensors(path, &device).and_then(|t| {
-                        ActivationRanges::from_tensors(&t, config.num_hidden_layers, config.hidden_size).map_err(|e| {
-                            ModelError::Invalid {
-                                path: path.clone(),
-                                what: "int8 activation ranges",
-                                reason: e.to_string(),
-                            }
-                        })
-                    })?),
-                    _ => None,
-                };
+                let ranges = if precision == Precision::Int8 { int8_ranges(files, &config)? } else { None };
                 let encoder = FastEncoder::load_calibrated(vb, &config, precision, ranges.as_ref())
                     .map_err(|e| invalid("encoder", e))?;
                 Box::new(FastBackend::new(encoder, heads))
