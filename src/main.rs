@@ -308,7 +308,9 @@ fn main() -> ExitCode {
 /// The encoder `stance eval` scores with: the reference one is fp32 only.
 fn eval_encoder(a: &EvalArgs) -> Result<EncoderChoice> {
     match (a.reference_encoder, a.model.precision.0) {
-        (false, p) => Ok(EncoderChoice::Fast(p)),
+        // The manifest's scores and the temperatures are fp32's; another precision is gated
+        // against them when named.
+        (false, p) => Ok(EncoderChoice::Fast(Some(p.unwrap_or(Precision::Fp32)))),
         (true, None | Some(Precision::Fp32)) => Ok(EncoderChoice::Reference),
         (true, Some(p)) => {
             anyhow::bail!("--reference-encoder runs fp32 only; drop --precision {p} or the reference encoder")

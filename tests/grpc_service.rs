@@ -145,8 +145,9 @@ async fn rpcs_health_reflection_stream_and_concurrency() {
     assert_eq!(info.labels, ["negative", "neutral", "positive"]);
     assert!(info.max_tokens > 0);
     assert!(serde_json::from_str::<Value>(&info.manifest_json).is_ok());
-    // The small model records no passing precision gate: fp32.
-    assert_eq!(info.precision, "fp32");
+    // `auto`: the precision the small model's manifest records as passing its gate (int8),
+    // unless this CPU would only emulate it.
+    assert_eq!(info.precision, stance::model::auto_precision(Some(stance::encoder::Precision::Int8)).as_str());
     let limits = info.limits.unwrap();
     assert_eq!((limits.max_article_bytes, limits.max_windows), (1 << 20, 2_048));
     // The folder's name, not where it is on the server's disk.
