@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 
-use stance::encoder::{FastEncoder, Precision};
+use stance::encoder::{EncoderConfig, FastEncoder, Precision};
 use stance::input::{ArticleInput, Limits};
 use stance::mentions::lexicon::Lexicon;
 use stance::model::{load_config, merged_tensors, EncoderChoice, ModelFiles, StanceModel};
@@ -39,8 +39,8 @@ fn cosines(a: &[f32], b: &[f32], h: usize) -> (f64, f64) {
     (all.iter().sum::<f64>() / all.len() as f64, all.iter().cloned().fold(f64::INFINITY, f64::min))
 }
 
-#[test]
-fn lower_precisions_keep_the_hidden_states_of_fp32() {
+/// The small model's config and tensors, and the fixture article's sentences as encoder ids.
+fn encoder_inputs() -> (EncoderConfig, VarBuilder<'static>, Vec<Vec<u32>>) {
     let files = files();
     let dev = Device::Cpu;
     let cfg = load_config(&files.config).unwrap();
@@ -50,6 +50,12 @@ fn lower_precisions_keep_the_hidden_states_of_fp32() {
         .iter()
         .map(|s| tok.window_ids(&tok.tokenize(&ARTICLE[s.start..s.end]).unwrap(), 0))
         .collect();
+    (cfg, vb, ids)
+}
+
+#[test]
+fn lower_precisions_keep_the_hidden_states_of_fp32() {
+    let (cfg, vb, ids) = encoder_inputs();
     let seqs: Vec<&[u32]> = ids.iter().map(|v| v.as_slice()).collect();
     let fp32 = FastEncoder::load(vb.clone(), &cfg, Precision::Fp32).unwrap().forward(&seqs).unwrap();
     // Bounds with margin over what each precision gives on this model (printed below).
@@ -97,15 +103,7 @@ fn lower_precisions_give_fp32_labels_end_to_end() {
 /// the checked states; the calibrated encoder is at least as close to fp32 as the bound above.
 #[test]
 fn calibrated_int8_keeps_the_hidden_states_of_fp32() {
-    let files = files();
-    let dev = Device::Cpu;
-    let cfg = load_config(&files.config).unwrap();
-    let vb = VarBuilder::from_tensors(merged_tensors(&files, &dev).unwrap(), DType::F32, &dev);
-    let tok = SentenceTokenizer::from_file(&files.tokenizer, 128, cfg.framing()).unwrap();
-    let ids: Vec<Vec<u32>> = stance::sentences::split(ARTICLE)
-        .iter()
-        .map(|s| tok.window_ids(&tok.tokenize(&ARTICLE[s.start..s.end]).unwrap(), 0))
-        .collect();
+    let (cfg, vb, ids) = encoder_inputs();
     let seqs: Vec<&[u32]> = ids.iter().map(|v| v.as_slice()).collect();
     let (observed, checked) = seqs.split_at(3);
     let fp32 = FastEncoder::load(vb.clone(), &cfg, Precision::Fp32).unwrap();
