@@ -15,4 +15,4 @@ cargo build --release --quiet --tests
 # The two properties run one after the other (one test thread), SECONDS / 2 each.
 half=$(python3 -c "print(float('$seconds') / 2)")
 STANCE_FUZZ_SECONDS="$half" cargo test --release --quiet --test properties -- --test-threads 1 --nocapture 2>&1 \
-  | grep -E '^fuzz |panicked|FAILED|failed|test result'
+  | grep -E 'fuzz [a-z]+: |panicked|FAILED|failed|test result'
