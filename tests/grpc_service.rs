@@ -37,18 +37,6 @@ fn json(s: &ArticleScore) -> String {
     serde_json::to_string(s).unwrap()
 }
 
-/// What `stance score --format json` prints for the fixture, in-process.
-fn in_process_fixture() -> String {
-    let out = common::stance()
-        .args(["score", "--format", "json"])
-        .args(common::model_args())
-        .arg("tests/fixtures/article.txt")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// JSON equality, with floats equal to 1e-5.
 fn assert_close(a: &Value, b: &Value, path: &str) {
     match (a, b) {
@@ -133,7 +121,7 @@ async fn rpcs_health_reflection_stream_and_concurrency() {
 
     // ScoreArticle: the same JSON as in-process scoring.
     let fixture = score(&mut c, article("article.txt", &text)).await.unwrap();
-    assert_eq!(serde_json::to_string_pretty(&fixture).unwrap(), in_process_fixture().trim_end());
+    assert_eq!(serde_json::to_string_pretty(&fixture).unwrap(), common::in_process_fixture().trim_end());
 
     // ListActors and GetModelInfo.
     let actors = c.list_actors(pb::ListActorsRequest {}).await.unwrap().into_inner().actors;

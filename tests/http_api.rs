@@ -113,18 +113,6 @@ fn resolve<'a>(doc: &'a Value, r: &str) -> &'a Value {
     doc.pointer(r.strip_prefix('#').unwrap()).unwrap_or_else(|| panic!("{r} does not resolve"))
 }
 
-/// What `stance score --format json` prints for the fixture, in-process.
-fn in_process_fixture() -> Value {
-    let out = common::stance()
-        .args(["score", "--format", "json"])
-        .args(common::model_args())
-        .arg("tests/fixtures/article.txt")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -176,7 +164,7 @@ async fn every_route_answers_as_documented_and_scores_as_the_cli() {
 
     // The same JSON as the CLI, for a JSON article and for plain text.
     let text = fixture_text();
-    let want = in_process_fixture();
+    let want = serde_json::from_str::<Value>(&common::in_process_fixture()).unwrap();
     let a = api.post("/v1/score", "application/json", json!({"id": "article.txt", "text": text}).to_string()).await;
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
     api.conforms("post", "/v1/score", &a);

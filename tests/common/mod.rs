@@ -154,3 +154,15 @@ pub fn assert_json_close(a: &serde_json::Value, b: &serde_json::Value, tol: f64,
         _ => assert_eq!(a, b, "{path}"),
     }
 }
+
+/// What `stance score --format json` prints for the fixture article, in-process.
+pub fn in_process_fixture() -> String {
+    let out = stance()
+        .args(["score", "--format", "json"])
+        .args(model_args())
+        .arg("tests/fixtures/article.txt")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
