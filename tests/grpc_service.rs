@@ -138,6 +138,7 @@ async fn rpcs_health_reflection_stream_and_concurrency() {
     assert_eq!(info.precision, stance::model::auto_precision(Some(stance::encoder::Precision::Int8)).as_str());
     let limits = info.limits.unwrap();
     assert_eq!((limits.max_article_bytes, limits.max_windows), (1 << 20, 2_048));
+    assert_eq!((limits.max_queue, limits.max_queue_tokens), (1024, 4 << 20));
     // The folder's name, not where it is on the server's disk.
     assert_eq!(info.origin, "minilm-l6-stance");
 
@@ -519,6 +520,38 @@ async fn a_full_queue_refuses_before_preparing() {
     let bad = ExplicitMention { start: 0, end: text.len() + 5, actor: "Russia".into() };
     let err = score(&mut c, ArticleInput { mentions: Some(vec![bad]), ..article("late", &text) }).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_is_bounded_in_tokens_too() {
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let server = Server::start(&[
+        "--max-queue",
+        "100",
+        "--max-queue-tokens",
+        "50",
+        "--max-windows",
+        "100000",
+        "--metrics-addr",
+        &metrics_addr,
+    ]);
+    server.ready().await;
+    let _busy = occupy(&server, &metrics_addr).await;
+    let mut c = client(&server).await;
+    let text = fixture_text();
+    // Alone in the queue, an article above the token bound is taken (the article limits bound it).
+    let waiting = tokio::spawn({
+        let mut c = c.clone();
+        let text = text.clone();
+        async move { score(&mut c, article("waiting", &text)).await }
+    });
+    wait_queued(&metrics_addr, 1).await;
+    let err = score(&mut c, article("late", "Russia said no.")).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("--max-queue-tokens 50"), "{}", err.message());
+    assert!(waiting.await.unwrap().is_ok(), "the queued article is still scored");
+    // The queue drained: a small article is taken again.
+    assert!(score(&mut c, article("after", "Russia said no.")).await.is_ok());
 }
 
 fn free_port() -> u16 {

@@ -30,6 +30,10 @@ pub struct ServeOpts {
     /// Articles waiting for the encoder before new requests get RESOURCE_EXHAUSTED.
     #[arg(long, env = "STANCE_MAX_QUEUE", default_value_t = ServerConfig::default().max_queue)]
     pub max_queue: usize,
+    /// Tokens (all encoder windows) of the waiting articles before new requests get
+    /// RESOURCE_EXHAUSTED: bounds the queue's memory whatever the articles' sizes.
+    #[arg(long, env = "STANCE_MAX_QUEUE_TOKENS", default_value_t = ServerConfig::default().max_queue_tokens)]
+    pub max_queue_tokens: usize,
     /// Dedicated compute threads running the encoder.
     #[arg(long, env = "STANCE_COMPUTE_THREADS", default_value_t = ServerConfig::default().compute_threads)]
     pub compute_threads: usize,
@@ -70,6 +74,7 @@ where
             max_batch_wait: Duration::from_millis(o.max_batch_wait_ms),
         },
         max_queue: o.max_queue,
+        max_queue_tokens: o.max_queue_tokens,
         compute_threads: o.compute_threads,
         max_message_bytes: o.max_message_bytes,
         max_stream_inflight: o.max_stream_inflight,

@@ -111,6 +111,8 @@ pub struct ServerConfig {
     pub batch: BatchConfig,
     /// Articles waiting for a compute thread before new ones are refused.
     pub max_queue: usize,
+    /// Tokens (all windows of the waiting articles) before new ones are refused.
+    pub max_queue_tokens: usize,
     pub compute_threads: usize,
     /// Largest gRPC message accepted or sent, in bytes.
     pub max_message_bytes: usize,
@@ -156,6 +158,10 @@ impl Default for ServerConfig {
                 max_batch_wait: Duration::from_millis(5),
             },
             max_queue: 1024,
+            // 4 Mi tokens (16 MiB of token ids) hold about 1,100 typical news articles (the five
+            // Karabakh articles average 3,700 tokens); a bound in articles alone would let 1,024
+            // worst-case articles of 2,048 windows each (about 1 GiB of ids) wait.
+            max_queue_tokens: 4 << 20,
             compute_threads: 1,
             max_message_bytes: 16 << 20,
             max_stream_inflight: 64,
@@ -177,7 +183,7 @@ impl Core {
     fn start(engine: Engine, config: &ServerConfig) -> std::io::Result<Self> {
         // One token budget from the flag to the encoder call.
         let engine = Arc::new(engine.with_max_batch_tokens(config.batch.max_batch_tokens));
-        let queue = Arc::new(Queue::new(config.max_queue, config.compute_threads));
+        let queue = Arc::new(Queue::new(config.max_queue, config.max_queue_tokens, config.compute_threads));
         let threads = (0..config.compute_threads.max(1))
             .map(|i| batcher::spawn(i, engine.clone(), queue.clone(), config.batch))
             .collect::<std::io::Result<Vec<_>>>()?;
@@ -263,6 +269,10 @@ pub(crate) enum ScoreError {
         "the scoring queue is full ({capacity} articles waiting); retry later, send fewer at once or raise --max-queue"
     )]
     QueueFull { capacity: usize },
+    #[error(
+        "the scoring queue is full ({queued} tokens waiting, --max-queue-tokens {max}); retry later, send smaller articles or fewer at once, or raise --max-queue-tokens"
+    )]
+    QueueTokensFull { queued: usize, max: usize },
     #[error("the queue ahead holds about {:.1} s of work and the deadline leaves {:.1} s; retry later or allow more time", .wait.as_secs_f64(), .left.as_secs_f64())]
     TooLittleTime { wait: Duration, left: Duration },
     #[error("the request's deadline passed before it was scored")]
@@ -280,9 +290,21 @@ impl ScoreError {
         match self {
             ScoreError::Loading | ScoreError::ShuttingDown | ScoreError::Cancelled => Code::Unavailable,
             ScoreError::Invalid(_) => Code::InvalidArgument,
-            ScoreError::QueueFull { .. } | ScoreError::TooLittleTime { .. } => Code::ResourceExhausted,
+            ScoreError::QueueFull { .. } | ScoreError::QueueTokensFull { .. } | ScoreError::TooLittleTime { .. } => {
+                Code::ResourceExhausted
+            }
             ScoreError::DeadlineExceeded => Code::DeadlineExceeded,
             ScoreError::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<PushError> for ScoreError {
+    fn from(e: PushError) -> Self {
+        match e {
+            PushError::Full { capacity } => ScoreError::QueueFull { capacity },
+            PushError::TokensFull { queued, max } => ScoreError::QueueTokensFull { queued, max },
+            PushError::Closed => ScoreError::ShuttingDown,
         }
     }
 }
@@ -353,8 +375,8 @@ impl StanceService {
         crate::input::validate_meta(&meta).map_err(|e| ScoreError::Invalid(e.to_string()))?;
         // A full queue refuses before preparing, so that a refusal costs next to nothing (the
         // push below checks again: others may fill it meanwhile).
-        if core.queue.depth() >= core.queue.capacity() {
-            return Err(ScoreError::QueueFull { capacity: core.queue.capacity() });
+        if let Some(e) = core.queue.refusal() {
+            return Err(e.into());
         }
         // Nor is a request taken whose deadline comes before the queue ahead of it is done:
         // it would only expire there, after costing its preparation.
@@ -372,10 +394,7 @@ impl StanceService {
                 .map_err(|e| ScoreError::Invalid(e.to_string()))?;
             let (reply, rx) = oneshot::channel();
             let job = Job { windows: std::mem::take(&mut prepared.windows), reply, deadline, enqueued: Instant::now() };
-            core.queue.push(job).map_err(|(e, _)| match e {
-                PushError::Full { capacity } => ScoreError::QueueFull { capacity },
-                PushError::Closed => ScoreError::ShuttingDown,
-            })?;
+            core.queue.push(job).map_err(|(e, _)| ScoreError::from(e))?;
             let scores = rx
                 .await
                 .map_err(|_| ScoreError::Internal("the compute thread dropped the request".into()))?
@@ -428,6 +447,7 @@ impl StanceService {
                 max_batch_tokens: c.batch.max_batch_tokens,
                 max_batch_wait_ms: c.batch.max_batch_wait.as_millis() as u64,
                 max_queue: c.max_queue,
+                max_queue_tokens: c.max_queue_tokens,
             },
         })
     }
@@ -457,6 +477,7 @@ pub(crate) struct ServerLimits {
     pub max_batch_tokens: usize,
     pub max_batch_wait_ms: u64,
     pub max_queue: usize,
+    pub max_queue_tokens: usize,
 }
 
 type ItemStream = Pin<Box<dyn Stream<Item = Result<pb::ScoreArticlesResponse, Status>> + Send>>;
@@ -644,6 +665,7 @@ impl pb::stance_server::Stance for StanceService {
                 max_batch_tokens: i.limits.max_batch_tokens as u64,
                 max_batch_wait_ms: i.limits.max_batch_wait_ms,
                 max_queue: i.limits.max_queue as u64,
+                max_queue_tokens: i.limits.max_queue_tokens as u64,
             }),
         });
         metrics::request("GetModelInfo", code_of(&result), started.elapsed());

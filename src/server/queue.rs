@@ -2,7 +2,9 @@
 //! router/queue/backend split, as in text-embeddings-inference).
 //!
 //! A handler `prepare`s an article and pushes its encoder windows as one [`Job`]; a full queue
-//! refuses at once (the handler answers RESOURCE_EXHAUSTED), so memory stays bounded. Compute
+//! (too many jobs, or too many tokens) refuses at once (the handler answers RESOURCE_EXHAUSTED),
+//! so memory stays bounded: articles differ in size by three orders of magnitude, so a count of
+//! jobs alone would not bound it. Compute
 //! threads pop jobs (blocking, on plain std threads) and answer through the job's oneshot.
 
 use std::collections::VecDeque;
@@ -57,6 +59,9 @@ impl Job {
 pub enum PushError {
     /// The queue holds its capacity of jobs already.
     Full { capacity: usize },
+    /// The job's tokens would take the queue past its token bound (a job alone in the queue is
+    /// always taken: its size is bounded by the per-article window limit).
+    TokensFull { queued: usize, max: usize },
     /// The server is shutting down.
     Closed,
 }
@@ -87,11 +92,13 @@ pub struct Queue {
     inner: Mutex<Inner>,
     ready: Condvar,
     capacity: usize,
+    max_tokens: usize,
 }
 
 impl Queue {
-    /// A queue of at most `capacity` jobs, drained by `consumers` compute threads.
-    pub fn new(capacity: usize, consumers: usize) -> Self {
+    /// A queue of at most `capacity` jobs and `max_tokens` tokens, drained by `consumers`
+    /// compute threads.
+    pub fn new(capacity: usize, max_tokens: usize, consumers: usize) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 jobs: VecDeque::new(),
@@ -103,23 +110,37 @@ impl Queue {
             }),
             ready: Condvar::new(),
             capacity: capacity.max(1),
+            max_tokens: max_tokens.max(1),
         }
     }
 
-    pub fn capacity(&self) -> usize {
-        self.capacity
+    /// Why a new job would be refused now, before anyone prepares it (it counts as one token);
+    /// `None` when there is room.
+    pub fn refusal(&self) -> Option<PushError> {
+        let inner = self.inner.lock().expect("queue lock");
+        self.refuses(&inner, 0)
+    }
+
+    fn refuses(&self, inner: &Inner, tokens: usize) -> Option<PushError> {
+        if inner.closed {
+            Some(PushError::Closed)
+        } else if inner.jobs.len() >= self.capacity {
+            Some(PushError::Full { capacity: self.capacity })
+        } else if !inner.jobs.is_empty() && inner.tokens + tokens.max(1) > self.max_tokens {
+            Some(PushError::TokensFull { queued: inner.tokens, max: self.max_tokens })
+        } else {
+            None
+        }
     }
 
     /// Adds a job, or refuses it at once when the queue is full or closed. Never blocks.
     pub fn push(&self, job: Job) -> Result<(), (PushError, Job)> {
         let mut inner = self.inner.lock().expect("queue lock");
-        if inner.closed {
-            return Err((PushError::Closed, job));
+        let tokens = job.tokens();
+        if let Some(e) = self.refuses(&inner, tokens) {
+            return Err((e, job));
         }
-        if inner.jobs.len() >= self.capacity {
-            return Err((PushError::Full { capacity: self.capacity }, job));
-        }
-        inner.tokens += job.tokens();
+        inner.tokens += tokens;
         inner.jobs.push_back(job);
         super::metrics::queue_depth(inner.jobs.len());
         drop(inner);
@@ -228,7 +249,7 @@ mod tests {
 
     #[test]
     fn bounded_and_closable() {
-        let q = Queue::new(2, 1);
+        let q = Queue::new(2, 1 << 20, 1);
         let (a, _ra) = job();
         let (b, _rb) = job();
         let (c, _rc) = job();
@@ -246,7 +267,7 @@ mod tests {
 
     #[test]
     fn cancel_answers_the_queued_jobs_and_refuses_new_ones() {
-        let q = Queue::new(4, 1);
+        let q = Queue::new(4, 1 << 20, 1);
         let (a, mut ra) = job();
         let (b, mut rb) = job();
         assert!(q.push(a).is_ok());
@@ -264,7 +285,7 @@ mod tests {
 
     #[test]
     fn the_estimated_wait_follows_queued_tokens_and_the_drain_rate() {
-        let q = Queue::new(8, 2);
+        let q = Queue::new(8, 1 << 20, 2);
         assert_eq!(q.estimated_wait(), None, "no rate before the first batch");
         let (mut a, _ra) = job();
         a.windows = vec![WindowInput { ids: vec![0; 3000], targets: Vec::new() }];
@@ -276,6 +297,37 @@ mod tests {
         assert_eq!(q.estimated_wait(), Some(std::time::Duration::from_secs_f64(3000.0 / (2000.0 * 2.0))));
         assert!(q.pop().is_some());
         assert_eq!(q.estimated_wait(), Some(std::time::Duration::ZERO));
+    }
+
+    fn job_of(tokens: usize) -> (Job, oneshot::Receiver<Result<Vec<WindowScores>, JobError>>) {
+        let (mut j, rx) = job();
+        j.windows = vec![WindowInput { ids: vec![0; tokens], targets: Vec::new() }];
+        (j, rx)
+    }
+
+    #[test]
+    fn bounded_in_tokens_too() {
+        let q = Queue::new(100, 1000, 1);
+        // A job larger than the bound is taken when it is alone: the article limits bound it.
+        let (big, _r0) = job_of(1500);
+        assert!(q.push(big).is_ok());
+        assert_eq!(q.refusal(), Some(PushError::TokensFull { queued: 1500, max: 1000 }));
+        let (small, _r1) = job_of(1);
+        assert_eq!(q.push(small).unwrap_err().0, PushError::TokensFull { queued: 1500, max: 1000 });
+        assert!(q.pop().is_some());
+        assert_eq!(q.refusal(), None);
+        let (a, _ra) = job_of(600);
+        let (b, _rb) = job_of(400);
+        let (c, _rc) = job_of(1);
+        assert!(q.push(a).is_ok());
+        assert!(q.push(b).is_ok(), "600 + 400 is within 1,000");
+        assert_eq!(q.refusal(), Some(PushError::TokensFull { queued: 1000, max: 1000 }));
+        assert_eq!(q.push(c).unwrap_err().0, PushError::TokensFull { queued: 1000, max: 1000 });
+        assert!(q.pop().is_some());
+        let (d, _rd) = job_of(601);
+        assert_eq!(q.push(d).unwrap_err().0, PushError::TokensFull { queued: 400, max: 1000 }, "400 + 601 > 1,000");
+        let (e, _re) = job_of(600);
+        assert!(q.push(e).is_ok());
     }
 
     #[test]

@@ -579,6 +579,7 @@ mod tests {
             (ScoreError::Loading, 503),
             (ScoreError::Invalid("x".into()), 400),
             (ScoreError::QueueFull { capacity: 1 }, 429),
+            (ScoreError::QueueTokensFull { queued: 2, max: 1 }, 429),
             (ScoreError::TooLittleTime { wait: Duration::ZERO, left: Duration::ZERO }, 429),
             (ScoreError::DeadlineExceeded, 504),
             (ScoreError::ShuttingDown, 503),
