@@ -501,55 +501,51 @@ async fn occupy(server: &Server, metrics_addr: &str) -> tokio::task::JoinHandle<
     busy
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_queue_refuses_before_preparing() {
+type Scoring = tokio::task::JoinHandle<Result<ArticleScore, tonic::Status>>;
+
+/// A server started with `flags` whose compute thread is busy with a long article and whose
+/// queue holds one fixture article behind it: what a newcomer meets.
+struct OneQueued {
+    server: Server,
+    _busy: Scoring,
+    waiting: Scoring,
+}
+
+async fn one_queued(flags: &[&str]) -> OneQueued {
     let metrics_addr = format!("127.0.0.1:{}", free_port());
-    let server = Server::start(&["--max-queue", "1", "--max-windows", "100000", "--metrics-addr", &metrics_addr]);
+    let mut args = vec!["--max-windows", "100000", "--metrics-addr", &metrics_addr];
+    args.extend_from_slice(flags);
+    let server = Server::start(&args);
     server.ready().await;
-    let _busy = occupy(&server, &metrics_addr).await;
+    let busy = occupy(&server, &metrics_addr).await;
     let mut c = client(&server).await;
-    let text = fixture_text();
-    let waiting = tokio::spawn({
-        let mut c = c.clone();
-        let text = text.clone();
-        async move { score(&mut c, article("waiting", &text)).await }
-    });
+    let waiting = tokio::spawn(async move { score(&mut c, article("waiting", &fixture_text())).await });
     wait_queued(&metrics_addr, 1).await;
     assert!(!waiting.is_finished());
+    OneQueued { server, _busy: busy, waiting }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_before_preparing() {
+    let q = one_queued(&["--max-queue", "1"]).await;
+    let text = fixture_text();
     // Preparing this one would find its mention out of range; the full queue answers first.
     let bad = ExplicitMention { start: 0, end: text.len() + 5, actor: "Russia".into() };
-    let err = score(&mut c, ArticleInput { mentions: Some(vec![bad]), ..article("late", &text) }).await.unwrap_err();
+    let late = ArticleInput { mentions: Some(vec![bad]), ..article("late", &text) };
+    let err = score(&mut client(&q.server).await, late).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_queue_is_bounded_in_tokens_too() {
-    let metrics_addr = format!("127.0.0.1:{}", free_port());
-    let server = Server::start(&[
-        "--max-queue",
-        "100",
-        "--max-queue-tokens",
-        "50",
-        "--max-windows",
-        "100000",
-        "--metrics-addr",
-        &metrics_addr,
-    ]);
-    server.ready().await;
-    let _busy = occupy(&server, &metrics_addr).await;
-    let mut c = client(&server).await;
-    let text = fixture_text();
-    // Alone in the queue, an article above the token bound is taken (the article limits bound it).
-    let waiting = tokio::spawn({
-        let mut c = c.clone();
-        let text = text.clone();
-        async move { score(&mut c, article("waiting", &text)).await }
-    });
-    wait_queued(&metrics_addr, 1).await;
+    // Alone in the queue, the fixture article (above the token bound) is taken: the article
+    // limits bound it.
+    let q = one_queued(&["--max-queue", "100", "--max-queue-tokens", "50"]).await;
+    let mut c = client(&q.server).await;
     let err = score(&mut c, article("late", "Russia said no.")).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(err.message().contains("--max-queue-tokens 50"), "{}", err.message());
-    assert!(waiting.await.unwrap().is_ok(), "the queued article is still scored");
+    assert!(q.waiting.await.unwrap().is_ok(), "the queued article is still scored");
     // The queue drained: a small article is taken again.
     assert!(score(&mut c, article("after", "Russia said no.")).await.is_ok());
 }
