@@ -4,8 +4,8 @@
 //! A handler `prepare`s an article and pushes its encoder windows as one [`Job`]; a full queue
 //! (too many jobs, or too many tokens) refuses at once (the handler answers RESOURCE_EXHAUSTED),
 //! so memory stays bounded: articles differ in size by three orders of magnitude, so a count of
-//! jobs alone would not bound it. Compute
-//! threads pop jobs (blocking, on plain std threads) and answer through the job's oneshot.
+//! jobs alone would not bound it. Compute threads pop jobs (blocking, on plain std threads) and
+//! answer through the job's oneshot.
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
@@ -233,7 +233,8 @@ impl Queue {
         self.inner.lock().expect("queue lock").cancelled
     }
 
-    pub fn depth(&self) -> usize {
+    #[cfg(test)]
+    fn depth(&self) -> usize {
         self.inner.lock().expect("queue lock").jobs.len()
     }
 }
@@ -287,8 +288,7 @@ mod tests {
     fn the_estimated_wait_follows_queued_tokens_and_the_drain_rate() {
         let q = Queue::new(8, 1 << 20, 2);
         assert_eq!(q.estimated_wait(), None, "no rate before the first batch");
-        let (mut a, _ra) = job();
-        a.windows = vec![WindowInput { ids: vec![0; 3000], targets: Vec::new() }];
+        let (a, _ra) = job_of(3000);
         assert!(q.push(a).is_ok());
         q.record_batch(1000, std::time::Duration::from_secs(1));
         // 3,000 tokens at 1,000 tokens/s per thread, two threads.
