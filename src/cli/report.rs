@@ -373,8 +373,20 @@ struct Table {
     rows: Vec<Vec<String>>,
 }
 
+/// Three decimals; a value that rounds to zero prints as `0.000`, not `-0.000`.
 fn f3(x: f64) -> String {
-    format!("{x:.3}")
+    format!("{:.3}", unsigned_zero(x, 3))
+}
+
+/// `x`, or `0.0` where `x` rounds to zero at `decimals` places: Rust keeps the sign of a
+/// negative that rounds away (`format!("{:.3}", -0.0001)` is `-0.000`), which reads as a
+/// stance where there is none.
+fn unsigned_zero(x: f64, decimals: i32) -> f64 {
+    if x.abs() < 0.5 * 10f64.powi(-decimals) {
+        0.0
+    } else {
+        x
+    }
 }
 
 fn tables(c: &Corpus) -> Vec<Table> {
@@ -736,7 +748,7 @@ fn page(c: &Corpus, tables: &[Table], inputs: &[String], k: usize) -> Result<Str
                     o,
                     "<blockquote data-actor=\"{}\"><span class=\"{class}\">{:+.2}</span> {}<br><small>{}{}{}</small></blockquote>",
                     esc(name),
-                    e.score,
+                    unsigned_zero(f64::from(e.score), 2),
                     esc(&e.sentence),
                     article,
                     if when.is_empty() { "" } else { " · " },
@@ -792,6 +804,16 @@ pub fn run(o: ReportOpts) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_has_no_sign() {
+        assert_eq!(f3(-0.0001), "0.000");
+        assert_eq!(f3(-0.0), "0.000");
+        assert_eq!(f3(-0.0006), "-0.001");
+        assert_eq!(f3(0.25), "0.250");
+        assert_eq!(format!("{:+.2}", unsigned_zero(-0.004, 2)), "+0.00");
+        assert_eq!(format!("{:+.2}", unsigned_zero(-0.006, 2)), "-0.01");
+    }
 
     #[test]
     fn weeks_start_on_monday() {
