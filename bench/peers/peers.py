@@ -107,7 +107,9 @@ def sha256_files(paths: list[Path]) -> str:
 
 def load_weights(model_dir: Path):
     """Base encoder weights as f32, with stance.safetensors' encoder.layer.*
-    tensors replacing the same-named base tensors when that file exists."""
+    tensors applied when that file exists: a tensor under a base name replaces
+    it, a NAME.delta_i8 (with NAME.delta_scale, one per row) is added to it, as
+    src/model/trained_part.rs reads them."""
     import numpy as np
     from safetensors.numpy import load_file
 
@@ -121,14 +123,23 @@ def load_weights(model_dir: Path):
     note = None
     if stance_path.exists():
         replaced = 0
-        for k, v in load_file(str(stance_path)).items():
-            if not k.startswith("encoder.layer."):
-                continue  # heads.* etc. are not part of the encoder
-            if k not in weights:
-                sys.exit(f"{stance_path}: {k} has no base tensor")
-            if tuple(v.shape) != tuple(weights[k].shape):
-                sys.exit(f"{stance_path}: {k} shape {v.shape} != base {weights[k].shape}")
-            weights[k] = v.astype(np.float32)
+        stored = load_file(str(stance_path))
+        for k, v in stored.items():
+            if not k.startswith("encoder.layer.") or k.endswith(".delta_scale"):
+                continue  # heads.* are not part of the encoder; scales go with their delta
+            delta = k.endswith(".delta_i8")
+            name = k[: -len(".delta_i8")] if delta else k
+            if name not in weights:
+                sys.exit(f"{stance_path}: {k} has no base tensor {name}")
+            if tuple(v.shape) != tuple(weights[name].shape):
+                sys.exit(f"{stance_path}: {k} shape {v.shape} != base {weights[name].shape}")
+            if delta:
+                if name + ".delta_scale" not in stored:
+                    sys.exit(f"{stance_path}: {k} has no {name}.delta_scale beside it")
+                scale = stored[name + ".delta_scale"].astype(np.float32)
+                weights[name] = weights[name] + v.astype(np.float32) * scale[:, None]
+            else:
+                weights[name] = v.astype(np.float32)
             replaced += 1
         files.append(stance_path)
         note = f"stance.safetensors found: replaced {replaced} encoder.layer.* tensors"

@@ -5,11 +5,12 @@
 //! - `tokenizer.json`: the `tokenizers` tokenizer;
 //! - `encoder.safetensors` (or `model.safetensors`): the base encoder, never modified;
 //! - `stance.safetensors`: what training produced: the heads, plus any encoder tensor that
-//!   fine-tuning changed (same name as in the base file, which it then replaces);
+//!   fine-tuning changed, whole or as an int8 delta of the base's (`trained_part.rs`);
 //! - `manifest.json`: name, version, head shapes, and the training record.
 
 mod hub;
 pub mod manifest;
+pub mod trained_part;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -184,26 +185,11 @@ pub fn load_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tens
         .collect()
 }
 
-/// The base encoder's tensors with the trained overrides of `stance.safetensors` applied.
+/// The base encoder's tensors with the trained part of `stance.safetensors` applied.
 pub fn merged_tensors(files: &ModelFiles, device: &Device) -> Result<HashMap<String, Tensor>, ModelError> {
     let mut tensors = load_tensors(&files.encoder, device)?;
     if let Some(stance) = &files.stance {
-        for (name, t) in load_tensors(stance, device)? {
-            if let Some(base) = tensors.get(&name) {
-                if base.dims() != t.dims() {
-                    return Err(ModelError::Invalid {
-                        path: stance.clone(),
-                        what: "stance weights file",
-                        reason: format!(
-                            "tensor {name} has shape {:?} but the base encoder's has {:?}",
-                            t.dims(),
-                            base.dims()
-                        ),
-                    });
-                }
-            }
-            tensors.insert(name, t);
-        }
+        trained_part::apply(stance, &mut tensors, device)?;
     }
     Ok(tensors)
 }
