@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-fn train(out: &std::path::Path, seed: &str) {
+fn train(out: &std::path::Path, seed: &str, extra: &[&str]) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let o = Command::new(env!("CARGO_BIN_EXE_stance"))
         .current_dir(&root)
@@ -23,6 +23,7 @@ fn train(out: &std::path::Path, seed: &str) {
             "--out",
         ])
         .arg(out)
+        .args(extra)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -35,9 +36,9 @@ fn same_seed_same_weights() {
     assert!(data.is_file(), "{} not found; this test needs ../shared/data beside the repository", data.display());
     let dir = tempfile::tempdir().unwrap();
     let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
-    train(&a, "7");
-    train(&b, "7");
-    train(&c, "8");
+    train(&a, "7", &[]);
+    train(&b, "7", &[]);
+    train(&c, "8", &[]);
     let weights = |p: &PathBuf| std::fs::read(p.join("stance.safetensors")).unwrap();
     assert!(weights(&a) == weights(&b), "same seed, different weights");
     assert!(weights(&a) != weights(&c), "a different seed should change the weights");
@@ -48,6 +49,33 @@ fn same_seed_same_weights() {
     let o = Command::new(env!("CARGO_BIN_EXE_stance"))
         .args(["score", "--format", "json", "--model"])
         .arg(&a)
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/article.txt"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Continuing from a trained part with fewer trainable layers keeps the layers it froze as they
+/// were fine-tuned (the new heads were trained on top of them), not as the base had them.
+#[test]
+#[ignore = "needs ../shared"]
+fn continuing_with_fewer_layers_keeps_the_earlier_fine_tuning() {
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/newsmtsc/train.jsonl");
+    assert!(data.is_file(), "{} not found; this test needs ../shared/data beside the repository", data.display());
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+    train(&first, "7", &[]);
+    train(&second, "7", &["--base", first.to_str().unwrap(), "--init-trained", "--train-layers", "1"]);
+    let names = |p: &PathBuf| -> Vec<String> {
+        let bytes = std::fs::read(p.join("stance.safetensors")).unwrap();
+        safetensors::SafeTensors::deserialize(&bytes).unwrap().names().into_iter().map(String::from).collect()
+    };
+    let delta = "encoder.layer.0.intermediate.dense.weight.delta_i8";
+    assert!(names(&first).iter().any(|n| n == delta), "the first run trains every layer");
+    assert!(names(&second).iter().any(|n| n == delta), "layer 0, frozen in the second run, was dropped");
+    let o = Command::new(env!("CARGO_BIN_EXE_stance"))
+        .args(["score", "--format", "json", "--model"])
+        .arg(&second)
         .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/article.txt"))
         .output()
         .unwrap();

@@ -401,16 +401,28 @@ pub fn train(
 
     // Write the model folder.
     std::fs::create_dir_all(out).map_err(io("creating the output folder", out))?;
+    let base_tensors = model::load_tensors(&base.encoder, &device)?;
     let mut to_save = HashMap::new();
     {
         let vars = varmap.data().lock().expect("varmap lock");
         for name in &trained_names {
-            to_save.insert(name.clone(), vars[name].as_tensor().to_dtype(DType::F16)?);
+            to_save.insert(name.clone(), vars[name].as_tensor().clone());
+        }
+        // Continuing from a trained part with fewer trainable layers: the layers frozen now
+        // were still fine-tuned before, and this model was trained on top of them.
+        if cfg.init_trained {
+            for (name, var) in vars.iter() {
+                if !to_save.contains_key(name) && differs(var.as_tensor(), base_tensors.get(name))? {
+                    to_save.insert(name.clone(), var.as_tensor().clone());
+                }
+            }
         }
     }
     copy_base_files(base, out)?;
     let stance_path = out.join("stance.safetensors");
-    candle_core::safetensors::save(&to_save, &stance_path)?;
+    // Fine-tuned matrices are stored as deltas of the base encoder itself (never of a trained
+    // part continued from), so the folder reads with its base alone.
+    model::trained_part::write(&stance_path, &base_tensors, &to_save)?;
     let mut manifest = manifest;
     manifest.training = json!({
         "data": {
@@ -510,6 +522,15 @@ fn init_heads(varmap: &VarMap, rng: &mut ChaCha8Rng) -> Result<()> {
 fn snapshot(varmap: &VarMap, names: &[String]) -> Result<HashMap<String, Tensor>> {
     let vars = varmap.data().lock().expect("varmap lock");
     names.iter().map(|n| Ok((n.clone(), vars[n].as_tensor().copy()?))).collect()
+}
+
+/// Whether a variable is not the base encoder's tensor of its name (or the base lacks one).
+fn differs(t: &Tensor, base: Option<&Tensor>) -> Result<bool> {
+    let Some(base) = base else { return Ok(true) };
+    if base.dims() != t.dims() {
+        return Ok(true);
+    }
+    Ok(t.ne(base)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? > 0.0)
 }
 
 fn restore(varmap: &VarMap, weights: &HashMap<String, Tensor>) -> Result<()> {
