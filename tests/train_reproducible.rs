@@ -29,6 +29,17 @@ fn train(out: &std::path::Path, seed: &str, extra: &[&str]) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// The trained folder is a complete model: it loads and scores the fixture article.
+fn scores(model: &std::path::Path) {
+    let o = Command::new(env!("CARGO_BIN_EXE_stance"))
+        .args(["score", "--format", "json", "--model"])
+        .arg(model)
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/article.txt"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 #[test]
 #[ignore = "needs ../shared"]
 fn same_seed_same_weights() {
@@ -45,14 +56,7 @@ fn same_seed_same_weights() {
     let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(a.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["training"]["config"]["seed"], 7);
     assert!(manifest["training"]["epochs"][0]["rw_dev_f1_macro"].is_number());
-    // The trained folder is a complete model.
-    let o = Command::new(env!("CARGO_BIN_EXE_stance"))
-        .args(["score", "--format", "json", "--model"])
-        .arg(&a)
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/article.txt"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    scores(&a);
 }
 
 /// Continuing from a trained part with fewer trainable layers keeps the layers it froze as they
@@ -73,13 +77,7 @@ fn continuing_with_fewer_layers_keeps_the_earlier_fine_tuning() {
     let delta = "encoder.layer.0.intermediate.dense.weight.delta_i8";
     assert!(names(&first).iter().any(|n| n == delta), "the first run trains every layer");
     assert!(names(&second).iter().any(|n| n == delta), "layer 0, frozen in the second run, was dropped");
-    let o = Command::new(env!("CARGO_BIN_EXE_stance"))
-        .args(["score", "--format", "json", "--model"])
-        .arg(&second)
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/article.txt"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    scores(&second);
 }
 
 /// Training refuses settings it cannot honour before it reads any data: a NewsMTSC share outside
