@@ -29,6 +29,11 @@ fn train(out: &std::path::Path, seed: &str, extra: &[&str]) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
+fn needs_shared_data() {
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/newsmtsc/train.jsonl");
+    assert!(data.is_file(), "{} not found; this test needs ../shared/data beside the repository", data.display());
+}
+
 /// The trained folder is a complete model: it loads and scores the fixture article.
 fn scores(model: &std::path::Path) {
     let o = Command::new(env!("CARGO_BIN_EXE_stance"))
@@ -43,8 +48,7 @@ fn scores(model: &std::path::Path) {
 #[test]
 #[ignore = "needs ../shared"]
 fn same_seed_same_weights() {
-    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/newsmtsc/train.jsonl");
-    assert!(data.is_file(), "{} not found; this test needs ../shared/data beside the repository", data.display());
+    needs_shared_data();
     let dir = tempfile::tempdir().unwrap();
     let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
     train(&a, "7", &[]);
@@ -64,8 +68,7 @@ fn same_seed_same_weights() {
 #[test]
 #[ignore = "needs ../shared"]
 fn continuing_with_fewer_layers_keeps_the_earlier_fine_tuning() {
-    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/newsmtsc/train.jsonl");
-    assert!(data.is_file(), "{} not found; this test needs ../shared/data beside the repository", data.display());
+    needs_shared_data();
     let dir = tempfile::tempdir().unwrap();
     let (first, second) = (dir.path().join("first"), dir.path().join("second"));
     train(&first, "7", &[]);

@@ -25,14 +25,6 @@ use super::ModelError;
 const DELTA: &str = ".delta_i8";
 const SCALE: &str = ".delta_scale";
 
-/// One stored tensor of a trained part.
-#[derive(Debug)]
-enum Stored {
-    Replace(Tensor),
-    Delta { q: Vec<i8>, shape: Vec<usize> },
-    Scale(Vec<f32>),
-}
-
 /// Applies the trained part at `path` to the base tensors: replaced tensors are inserted,
 /// deltas are added to their base matrices (all f32).
 pub fn apply(path: &Path, tensors: &mut HashMap<String, Tensor>, device: &Device) -> Result<(), ModelError> {
@@ -41,84 +33,69 @@ pub fn apply(path: &Path, tensors: &mut HashMap<String, Tensor>, device: &Device
     let bytes =
         std::fs::read(path).map_err(|e| ModelError::Unreadable { path: path.to_path_buf(), reason: e.to_string() })?;
     let file = SafeTensors::deserialize(&bytes).map_err(|e| invalid(e.to_string()))?;
-    let mut stored = HashMap::new();
     for (name, view) in file.tensors() {
-        let value = match (view.dtype(), &name) {
-            (Dtype::I8, n) if n.ends_with(DELTA) => Stored::Delta {
-                q: view.data().iter().map(|&b| b as i8).collect(),
-                shape: view.shape().to_vec(),
-            },
-            (Dtype::F32, n) if n.ends_with(SCALE) => Stored::Scale(
-                view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            ),
-            (Dtype::BF16 | Dtype::F16 | Dtype::F32 | Dtype::F64, n) if !n.ends_with(DELTA) && !n.ends_with(SCALE) => {
-                Stored::Replace(
-                    view.load(device)
-                        .and_then(|t| t.to_dtype(DType::F32))
-                        .map_err(|e| invalid(format!("tensor {name}: {e}")))?,
-                )
+        if let Some(target) = name.strip_suffix(SCALE) {
+            // Read with its delta.
+            if file.tensor(&format!("{target}{DELTA}")).is_err() {
+                return Err(invalid(format!("tensor {name} is a scale without its {DELTA} delta")));
             }
-            (dtype, _) => {
+        } else if let Some(target) = name.strip_suffix(DELTA) {
+            let scale_name = format!("{target}{SCALE}");
+            let scale = file
+                .tensor(&scale_name)
+                .map_err(|_| invalid(format!("tensor {name} has no {scale_name} beside it")))?;
+            if view.dtype() != Dtype::I8 || scale.dtype() != Dtype::F32 {
                 return Err(invalid(format!(
-                    "tensor {name} has dtype {dtype:?}; expected a float tensor under a base name, I8 for *{DELTA} or F32 for *{SCALE}"
-                )))
+                    "delta {name} is {:?} with {:?} scales; expected I8 with F32 scales",
+                    view.dtype(),
+                    scale.dtype()
+                )));
             }
-        };
-        stored.insert(name, value);
-    }
-    let mut names: Vec<String> = stored.keys().cloned().collect();
-    names.sort();
-    for name in names {
-        match stored.remove(&name) {
-            Some(Stored::Replace(t)) => {
-                if let Some(base) = tensors.get(&name) {
-                    if base.dims() != t.dims() {
-                        return Err(invalid(format!(
-                            "tensor {name} has shape {:?} but the base encoder's has {:?}",
-                            t.dims(),
-                            base.dims()
-                        )));
-                    }
+            let base = tensors.get(target).ok_or_else(|| {
+                invalid(format!("{name} is a delta of {target}, which the base encoder lacks; is this the base the model was trained on?"))
+            })?;
+            let shape = view.shape();
+            let &[rows, cols] = shape else {
+                return Err(invalid(format!("delta {name} has shape {shape:?}; deltas are matrices")));
+            };
+            let scale: Vec<f32> =
+                scale.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            if base.dims() != [rows, cols] || scale.len() != rows {
+                return Err(invalid(format!(
+                    "delta {name} has shape {shape:?} with {} scales, but the base {target} has shape {:?}",
+                    scale.len(),
+                    base.dims()
+                )));
+            }
+            let mut w = base
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .map_err(|e| invalid(format!("base tensor {target}: {e}")))?;
+            for ((row, q), s) in w.chunks_exact_mut(cols).zip(view.data().chunks_exact(cols)).zip(&scale) {
+                for (w, &q) in row.iter_mut().zip(q) {
+                    *w += f32::from(q as i8) * s;
                 }
-                tensors.insert(name, t);
             }
-            Some(Stored::Delta { q, shape }) => {
-                let target = name.strip_suffix(DELTA).expect("matched on the suffix");
-                let scale_name = format!("{target}{SCALE}");
-                let Some(Stored::Scale(scale)) = stored.remove(&scale_name) else {
-                    return Err(invalid(format!("tensor {name} has no {scale_name} beside it")));
-                };
-                let base = tensors.get(target).ok_or_else(|| {
-                    invalid(format!("{name} is a delta of {target}, which the base encoder lacks; is this the base the model was trained on?"))
-                })?;
-                let &[rows, cols] = shape.as_slice() else {
-                    return Err(invalid(format!("delta {name} has shape {shape:?}; deltas are matrices")));
-                };
-                if base.dims() != [rows, cols] || scale.len() != rows {
+            let t = Tensor::from_vec(w, (rows, cols), device).map_err(|e| invalid(format!("tensor {target}: {e}")))?;
+            tensors.insert(target.to_string(), t);
+        } else {
+            if !matches!(view.dtype(), Dtype::BF16 | Dtype::F16 | Dtype::F32 | Dtype::F64) {
+                return Err(invalid(format!("tensor {name} has dtype {:?}; expected a float tensor", view.dtype())));
+            }
+            let t = view
+                .load(device)
+                .and_then(|t| t.to_dtype(DType::F32))
+                .map_err(|e| invalid(format!("tensor {name}: {e}")))?;
+            if let Some(base) = tensors.get(&name) {
+                if base.dims() != t.dims() {
                     return Err(invalid(format!(
-                        "delta {name} has shape {shape:?} with {} scales, but the base {target} has shape {:?}",
-                        scale.len(),
+                        "tensor {name} has shape {:?} but the base encoder's has {:?}",
+                        t.dims(),
                         base.dims()
                     )));
                 }
-                let mut w = base
-                    .flatten_all()
-                    .and_then(|t| t.to_vec1::<f32>())
-                    .map_err(|e| invalid(format!("base tensor {target}: {e}")))?;
-                for ((row, q), s) in w.chunks_exact_mut(cols).zip(q.chunks_exact(cols)).zip(&scale) {
-                    for (w, &q) in row.iter_mut().zip(q) {
-                        *w += f32::from(q) * s;
-                    }
-                }
-                let t =
-                    Tensor::from_vec(w, (rows, cols), device).map_err(|e| invalid(format!("tensor {target}: {e}")))?;
-                tensors.insert(target.to_string(), t);
             }
-            // Consumed with its delta (sorted: `.delta_i8` comes before `.delta_scale`).
-            Some(Stored::Scale(_)) => {
-                return Err(invalid(format!("tensor {name} is a scale without its {DELTA} delta")))
-            }
-            None => {}
+            tensors.insert(name, t);
         }
     }
     Ok(())
@@ -256,5 +233,11 @@ mod tests {
         safetensors::serialize_to_file(lone, None, &path).unwrap();
         let err = apply(&path, &mut base.clone(), &Device::Cpu).unwrap_err().to_string();
         assert!(err.contains("tensor m.delta_i8 has no m.delta_scale beside it"), "{err}");
+
+        let s = 0.5f32.to_le_bytes();
+        let lone = [("m.delta_scale", TensorView::new(Dtype::F32, vec![1], &s).unwrap())];
+        safetensors::serialize_to_file(lone, None, &path).unwrap();
+        let err = apply(&path, &mut base.clone(), &Device::Cpu).unwrap_err().to_string();
+        assert!(err.contains("tensor m.delta_scale is a scale without its .delta_i8 delta"), "{err}");
     }
 }
