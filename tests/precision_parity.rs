@@ -116,6 +116,9 @@ fn calibrated_int8_keeps_the_hidden_states_of_fp32() {
         .iter()
         .chain(&ranges.ffn_input)
         .all(|r| r.len() == cfg.hidden_size && r.iter().any(|&v| v > 0.0)));
+    let outputs = ranges.ffn_output_input.as_ref().expect("the FFN output layer's ranges");
+    assert_eq!(outputs.len(), cfg.num_hidden_layers);
+    assert!(outputs.iter().all(|r| r.len() == cfg.intermediate_size && r.iter().any(|&v| v > 0.0)));
     let want = fp32.forward(checked).unwrap();
     let enc = FastEncoder::load_calibrated(vb.clone(), &cfg, Precision::Int8, Some(&ranges)).unwrap();
     let (mean, min) = cosines(&enc.forward(checked).unwrap(), &want, cfg.hidden_size);

@@ -24,7 +24,8 @@ pub enum Precision {
     Bf16,
     /// Weights as int8 with one scale per output channel, inputs as uint8 with a scale and an
     /// offset per row (both set when the row is seen), products summed exactly in int32; the
-    /// FFN's output layer, whose inputs 8 bits serve badly, in bf16 ([`super::FastEncoder`]).
+    /// FFN's output layer, whose inputs have a few channels 8 bits serve badly, sums those in
+    /// fp32 given calibrated ranges, and runs bf16 without them ([`super::FastEncoder`]).
     Int8,
 }
 
@@ -100,6 +101,23 @@ impl Dense {
     pub fn smoothed(w: Vec<f32>, n: usize, k: usize, precision: Precision, paths: Paths, smooth: &[f32]) -> Self {
         match precision {
             Precision::Int8 => Dense::Int8(int8::Int8Weight::smoothed(&w, n, k, paths.int8, smooth)),
+            _ => Self::new(w, n, k, precision, paths),
+        }
+    }
+
+    /// As [`Dense::smoothed`], with int8 summing the input channels `outliers` in fp32 beside
+    /// its 8-bit product, which leaves them out (so their large values do not take a row's
+    /// range); the other precisions ignore both.
+    pub fn split(
+        w: Vec<f32>,
+        (n, k): (usize, usize),
+        precision: Precision,
+        paths: Paths,
+        smooth: &[f32],
+        outliers: &[usize],
+    ) -> Self {
+        match precision {
+            Precision::Int8 => Dense::Int8(int8::Int8Weight::split(&w, n, k, paths.int8, smooth, outliers)),
             _ => Self::new(w, n, k, precision, paths),
         }
     }

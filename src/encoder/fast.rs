@@ -107,17 +107,24 @@ fn calibrated_smoothing(range: &[f32], w: &[f32], k: usize) -> Vec<f32> {
 /// The largest `|value|` each input channel of a layer's int8-quantised inputs reached over
 /// calibration sequences ([`FastEncoder::activation_ranges`]): per layer, the input of the
 /// QKV projection and the input of the FFN's first layer (both layer-norm outputs), `hidden`
-/// values each. Under int8 they set the per-channel smoothing (SmoothQuant) in place of the
-/// norms' `max(|γ|, |β|)`.
+/// values each, and the input of the FFN's output layer (GELU's output, `intermediate`
+/// values). Under int8 they set the per-channel smoothing (SmoothQuant) in place of the
+/// norms' `max(|γ|, |β|)`; the FFN's output layer runs int8 only with its ranges (a file
+/// written before they were observed has none, and that layer then runs bf16).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActivationRanges {
     pub qkv_input: Vec<Vec<f32>>,
     pub ffn_input: Vec<Vec<f32>>,
+    pub ffn_output_input: Option<Vec<Vec<f32>>>,
 }
 
 impl ActivationRanges {
-    fn new(layers: usize, h: usize) -> Self {
-        Self { qkv_input: vec![vec![0.0; h]; layers], ffn_input: vec![vec![0.0; h]; layers] }
+    fn new(layers: usize, h: usize, inter: usize) -> Self {
+        Self {
+            qkv_input: vec![vec![0.0; h]; layers],
+            ffn_input: vec![vec![0.0; h]; layers],
+            ffn_output_input: Some(vec![vec![0.0; inter]; layers]),
+        }
     }
 
     fn observe(range: &mut [f32], x: &[f32]) {
@@ -128,8 +135,8 @@ impl ActivationRanges {
         }
     }
 
-    /// The ranges as named tensors (`layer.{i}.qkv_input`, `layer.{i}.ffn_input`), for a
-    /// safetensors file.
+    /// The ranges as named tensors (`layer.{i}.qkv_input`, `layer.{i}.ffn_input`,
+    /// `layer.{i}.ffn_output_input`), for a safetensors file.
     pub fn to_tensors(&self) -> Result<std::collections::HashMap<String, candle_core::Tensor>> {
         let mut out = std::collections::HashMap::new();
         for (i, (q, f)) in self.qkv_input.iter().zip(&self.ffn_input).enumerate() {
@@ -142,29 +149,90 @@ impl ActivationRanges {
                 candle_core::Tensor::new(f.as_slice(), &candle_core::Device::Cpu)?,
             );
         }
+        for (i, o) in self.ffn_output_input.iter().flatten().enumerate() {
+            out.insert(
+                format!("layer.{i}.ffn_output_input"),
+                candle_core::Tensor::new(o.as_slice(), &candle_core::Device::Cpu)?,
+            );
+        }
         Ok(out)
     }
 
-    /// Reads what [`Self::to_tensors`] wrote, for an encoder of `layers` layers of width `h`.
+    /// Reads what [`Self::to_tensors`] wrote, for an encoder of `layers` layers of width `h`
+    /// and FFN width `inter`.
     pub fn from_tensors(
         t: &std::collections::HashMap<String, candle_core::Tensor>,
         layers: usize,
         h: usize,
+        inter: usize,
     ) -> Result<Self> {
-        let get = |name: String| -> Result<Vec<f32>> {
+        let get = |name: String, width: usize| -> Result<Vec<f32>> {
             let v =
                 t.get(&name).ok_or_else(|| candle_core::Error::Msg(format!("no tensor {name}")))?.to_vec1::<f32>()?;
-            if v.len() != h || v.iter().any(|x| !x.is_finite() || *x < 0.0) {
-                candle_core::bail!("{name}: expected {h} finite ranges >= 0, found {} values", v.len());
+            if v.len() != width || v.iter().any(|x| !x.is_finite() || *x < 0.0) {
+                candle_core::bail!("{name}: expected {width} finite ranges >= 0, found {} values", v.len());
             }
             Ok(v)
         };
-        Ok(Self {
-            qkv_input: (0..layers).map(|i| get(format!("layer.{i}.qkv_input"))).collect::<Result<_>>()?,
-            ffn_input: (0..layers).map(|i| get(format!("layer.{i}.ffn_input"))).collect::<Result<_>>()?,
-        })
+        let layer_set = |what: &str, width: usize| -> Result<Vec<Vec<f32>>> {
+            (0..layers).map(|i| get(format!("layer.{i}.{what}"), width)).collect()
+        };
+        // All layers' FFN output ranges or none (an older file): half a set is a damaged file.
+        let ffn_output_input = if t.keys().any(|k| k.ends_with(".ffn_output_input")) {
+            Some(layer_set("ffn_output_input", inter)?)
+        } else {
+            None
+        };
+        Ok(Self { qkv_input: layer_set("qkv_input", h)?, ffn_input: layer_set("ffn_input", h)?, ffn_output_input })
     }
 }
+
+/// The FFN's output layer (`[h, inter]`). It reads GELU's output, a few of whose channels reach
+/// 10–40 times the others' range (on MPNet's middle layers) and, left in, stretch a row's
+/// 8-bit range until the rest lose their resolution (plain int8 there cost 1.5 points of
+/// MPNet's mt_dev and 1.6% of fp32's labels). Under int8 it needs its calibrated `range`:
+/// those channels are summed in fp32 and the rest smoothed (SmoothQuant); without a range it
+/// runs bf16.
+fn ffn_output(
+    w: Vec<f32>,
+    (h, inter): (usize, usize),
+    precision: Precision,
+    paths: Paths,
+    range: Option<&[f32]>,
+) -> Dense {
+    match (precision, range) {
+        (Precision::Int8, Some(r)) => {
+            let smooth = calibrated_smoothing(r, &w, inter);
+            Dense::split(w, (h, inter), precision, paths, &smooth, &outlier_channels(r))
+        }
+        (Precision::Int8, None) => Dense::new(w, h, inter, Precision::Bf16, paths),
+        _ => Dense::new(w, h, inter, precision, paths),
+    }
+}
+
+/// The input channels an int8 layer sums in fp32: those whose calibrated range is more than
+/// [`OUTLIER_RATIO`] times the median channel's, at most [`MAX_OUTLIERS`] (the largest), in
+/// increasing order.
+fn outlier_channels(range: &[f32]) -> Vec<usize> {
+    if range.is_empty() {
+        return Vec::new();
+    }
+    let mut sorted = range.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let median = sorted[sorted.len() / 2];
+    let mut out: Vec<usize> = (0..range.len()).filter(|&j| range[j] > OUTLIER_RATIO * median).collect();
+    out.sort_by(|&a, &b| range[b].total_cmp(&range[a]));
+    out.truncate(MAX_OUTLIERS);
+    out.sort_unstable();
+    out
+}
+
+/// Chosen on the int8 gate (MPNet, dev pairs): 4 leaves one to five channels per layer out of
+/// 3,072 (99.33% of fp32's labels); 2.5 leaves up to 58 and agreed no better (98.99%), the
+/// difference being a few labels near a boundary either way.
+const OUTLIER_RATIO: f32 = 4.0;
+/// A bound on the fp32 side's cost: 2% of the FFN's width.
+const MAX_OUTLIERS: usize = 64;
 
 fn norm(vb: &VarBuilder, h: usize) -> Result<Norm> {
     Ok(Norm { gamma: vec1(vb, h, "weight")?, beta: vec1(vb, h, "bias")? })
@@ -187,11 +255,14 @@ impl FastEncoder {
         ranges: Option<&ActivationRanges>,
     ) -> Result<Self> {
         if let Some(r) = ranges {
-            if r.qkv_input.len() != c.num_hidden_layers || r.ffn_input.len() != c.num_hidden_layers {
+            let (layers, h, inter) = (c.num_hidden_layers, c.hidden_size, c.intermediate_size);
+            let fits = |set: &[Vec<f32>], width: usize| set.len() == layers && set.iter().all(|v| v.len() == width);
+            let output_fits = r.ffn_output_input.as_deref().is_none_or(|o| fits(o, inter));
+            if !fits(&r.qkv_input, h) || !fits(&r.ffn_input, h) || !output_fits {
                 candle_core::bail!(
-                    "int8 activation ranges for {} layers, the encoder has {}",
+                    "int8 activation ranges for {} layers do not fit the encoder's {layers} layers of width {h} \
+                     (FFN {inter}): refit them with `stance eval --precision int8 --fit-int8-ranges N`",
                     r.qkv_input.len(),
-                    c.num_hidden_layers
                 );
             }
         }
@@ -212,10 +283,6 @@ impl FastEncoder {
             bqkv.extend(vec1(&a.pp(names.key), h, "bias")?);
             bqkv.extend(vec1(&a.pp(names.value), h, "bias")?);
             let inter = c.intermediate_size;
-            // The FFN's output layer reads GELU's output, whose rare large values stretch a
-            // row's 8-bit range until the rest lose their resolution: under int8 it runs bf16
-            // (on MPNet, int8 there cost 1.5 points of mt_dev and 1.6% of fp32's labels).
-            let out_precision = if precision == Precision::Int8 { Precision::Bf16 } else { precision };
             let ln1 = norm(&a.pp(names.attn_norm), h)?;
             let input_norm = match layers.last() {
                 Some(prev) => smoothing(&prev.ln2),
@@ -237,12 +304,12 @@ impl FastEncoder {
                 ln1,
                 wi: Dense::smoothed(wi, inter, h, precision, paths, &ffn_norm),
                 bi: vec1(&l.pp("intermediate").pp("dense"), c.intermediate_size, "bias")?,
-                wo2: Dense::new(
+                wo2: ffn_output(
                     vec2(&l.pp("output").pp("dense"), (h, inter), "weight")?,
-                    h,
-                    inter,
-                    out_precision,
+                    (h, inter),
+                    precision,
                     paths,
+                    ranges.and_then(|r| r.ffn_output_input.as_ref()).map(|o| o[i].as_slice()),
                 ),
                 bo2: vec1(&l.pp("output").pp("dense"), h, "bias")?,
                 ln2: norm(&l.pp("output").pp("LayerNorm"), h)?,
@@ -323,7 +390,7 @@ impl FastEncoder {
     /// layer input reached (accumulated into `ranges` over calls), for
     /// [`Self::load_calibrated`]. Meant for an fp32 encoder: the ranges of what int8 will see.
     pub fn activation_ranges(&self, seqs: &[&[u32]], ranges: &mut Option<ActivationRanges>) -> Result<()> {
-        let r = ranges.get_or_insert_with(|| ActivationRanges::new(self.layers.len(), self.hidden));
+        let r = ranges.get_or_insert_with(|| ActivationRanges::new(self.layers.len(), self.hidden, self.inter));
         self.forward_observed(seqs, self.layers.len(), Some(r)).map(|_| ())
     }
 
@@ -412,6 +479,9 @@ impl FastEncoder {
             fill_rows(&mut inter, &layer.bi);
             layer.wi.acc(&mut inter, &x1, total);
             each_row(&mut inter, self.inter * 8, |c| k.gelu(c));
+            if let Some(o) = ranges.as_deref_mut().and_then(|r| r.ffn_output_input.as_mut()) {
+                ActivationRanges::observe(&mut o[i], &inter);
+            }
             // x = LN(inter·Wo2ᵀ + bo2 + x1)
             add_rows(&mut x, &x1, &layer.bo2);
             layer.wo2.acc(&mut x, &inter, total);
@@ -809,20 +879,47 @@ mod tests {
     }
 
     #[test]
+    fn outlier_channels_are_the_few_far_past_the_median() {
+        let mut range = vec![1.0f32; 101];
+        range[7] = 4.5;
+        range[3] = 40.0;
+        range[60] = 3.9;
+        assert_eq!(outlier_channels(&range), vec![3, 7]);
+        assert_eq!(outlier_channels(&[1.0; 16]), Vec::<usize>::new());
+        assert_eq!(outlier_channels(&[]), Vec::<usize>::new());
+        // At most MAX_OUTLIERS, the largest, in channel order.
+        let many: Vec<f32> = (0..1000).map(|j| if j % 5 == 0 { 100.0 + j as f32 } else { 1.0 }).collect();
+        let got = outlier_channels(&many);
+        assert_eq!(got.len(), MAX_OUTLIERS);
+        assert!(got.windows(2).all(|p| p[0] < p[1]) && got[0] == 1000 - 5 * MAX_OUTLIERS);
+    }
+
+    #[test]
     fn activation_ranges_round_trip_through_tensors_and_refuse_bad_ones() {
         let r = ActivationRanges {
             qkv_input: vec![vec![1.0, 2.0], vec![3.0, 0.0]],
             ffn_input: vec![vec![0.5, 0.25], vec![8.0, 1.0]],
+            ffn_output_input: Some(vec![vec![0.5, 0.25, 2.0], vec![8.0, 1.0, 0.0]]),
         };
         let t = r.to_tensors().unwrap();
-        assert_eq!(ActivationRanges::from_tensors(&t, 2, 2).unwrap(), r);
-        assert!(ActivationRanges::from_tensors(&t, 3, 2).is_err(), "a missing layer");
-        assert!(ActivationRanges::from_tensors(&t, 2, 3).is_err(), "the wrong width");
+        assert_eq!(ActivationRanges::from_tensors(&t, 2, 2, 3).unwrap(), r);
+        assert!(ActivationRanges::from_tensors(&t, 3, 2, 3).is_err(), "a missing layer");
+        assert!(ActivationRanges::from_tensors(&t, 2, 3, 3).is_err(), "the wrong width");
+        assert!(ActivationRanges::from_tensors(&t, 2, 2, 4).is_err(), "the wrong FFN width");
         let mut bad = t.clone();
         bad.insert(
             "layer.0.qkv_input".into(),
             candle_core::Tensor::new(&[f32::NAN, 1.0], &candle_core::Device::Cpu).unwrap(),
         );
-        assert!(ActivationRanges::from_tensors(&bad, 2, 2).is_err(), "a NaN range");
+        assert!(ActivationRanges::from_tensors(&bad, 2, 2, 3).is_err(), "a NaN range");
+        // A file from before the FFN output's ranges reads as having none; half a set is refused.
+        let mut older = t.clone();
+        older.retain(|k, _| !k.ends_with(".ffn_output_input"));
+        let read = ActivationRanges::from_tensors(&older, 2, 2, 3).unwrap();
+        assert_eq!(read.ffn_output_input, None);
+        assert_eq!((read.qkv_input, read.ffn_input), (r.qkv_input.clone(), r.ffn_input.clone()));
+        let mut half = t.clone();
+        half.remove("layer.1.ffn_output_input");
+        assert!(ActivationRanges::from_tensors(&half, 2, 2, 3).is_err(), "one layer's FFN output ranges missing");
     }
 }

@@ -55,8 +55,20 @@ pub struct Int8Weight {
     scale: Vec<f32>,
     colsum: Vec<f32>,
     form: Form,
-    /// Per input channel, what inputs are multiplied by before quantising (`smoothed`).
+    /// Per input channel, what inputs are multiplied by before quantising (`smoothed`; zero
+    /// for an outlier channel, which the 8-bit product leaves out).
     inv_smooth: Option<Vec<f32>>,
+    outliers: Option<Outliers>,
+}
+
+/// Input channels whose rare large values would take a row's 8-bit range from the rest (the
+/// "massive activations" of some channels of GELU's output): their part of the product is
+/// summed in fp32 beside the 8-bit one, whose weight is zero there (LLM.int8's decomposition,
+/// Dettmers et al. 2022, with the channels chosen once, at calibration).
+struct Outliers {
+    channels: Vec<usize>,
+    /// `[channels][n]`: those columns of the weight, each one contiguous run.
+    columns: Vec<f32>,
 }
 
 enum Form {
@@ -202,9 +214,30 @@ impl Int8Weight {
     /// As [`Self::new`] for inputs whose channel `j` runs at about `smooth[j]`: the weight's
     /// column `j` is multiplied by it and each input divided by it before quantising.
     pub(crate) fn smoothed(w: &[f32], n: usize, k: usize, dot: Dot, smooth: &[f32]) -> Self {
+        Self::split(w, n, k, dot, smooth, &[])
+    }
+
+    /// As [`Self::smoothed`], with the input channels `outliers` summed in fp32 ([`Outliers`]).
+    pub(crate) fn split(w: &[f32], n: usize, k: usize, dot: Dot, smooth: &[f32], outliers: &[usize]) -> Self {
         assert_eq!(smooth.len(), k);
-        let scaled: Vec<f32> = w.chunks(k).flat_map(|row| row.iter().zip(smooth).map(|(v, s)| v * s)).collect();
-        Self::build(&scaled, n, k, dot, Some(smooth.iter().map(|s| 1.0 / s).collect()))
+        assert_eq!(w.len(), n * k);
+        let mut inv: Vec<f32> = smooth.iter().map(|s| 1.0 / s).collect();
+        let mut scaled: Vec<f32> = w.chunks(k).flat_map(|row| row.iter().zip(smooth).map(|(v, s)| v * s)).collect();
+        let outliers = (!outliers.is_empty()).then(|| {
+            let mut columns = Vec::with_capacity(outliers.len() * n);
+            for &j in outliers {
+                assert!(j < k, "outlier channel {j} of {k}");
+                columns.extend((0..n).map(|c| w[c * k + j]));
+                inv[j] = 0.0;
+                for c in 0..n {
+                    scaled[c * k + j] = 0.0;
+                }
+            }
+            Outliers { channels: outliers.to_vec(), columns }
+        });
+        let mut built = Self::build(&scaled, n, k, dot, Some(inv));
+        built.outliers = outliers;
+        built
     }
 
     fn build(w: &[f32], n: usize, k: usize, dot: Dot, inv_smooth: Option<Vec<f32>>) -> Self {
@@ -241,7 +274,7 @@ impl Int8Weight {
         } else {
             Form::Portable { rows }
         };
-        Self { n, k, kq, scale, colsum, form, inv_smooth }
+        Self { n, k, kq, scale, colsum, form, inv_smooth, outliers: None }
     }
 
     pub(crate) fn bytes(&self) -> usize {
@@ -249,7 +282,30 @@ impl Int8Weight {
             Form::Panels { panels, .. } => panels.len(),
             Form::Portable { rows } => rows.len(),
         };
-        data + 4 * (self.scale.len() + self.colsum.len())
+        let outliers = self.outliers.as_ref().map_or(0, |o| 4 * o.columns.len());
+        data + 4 * (self.scale.len() + self.colsum.len()) + outliers
+    }
+
+    /// `dst[m, n] += a[m, k]` (the outlier channels alone) `· Wᵀ`, in fp32: a handful of
+    /// channels, so one run of `n` multiply-adds per row and channel (which vectorises).
+    fn acc_outliers(&self, dst: &mut [f32], a: &[f32], m: usize) {
+        let Some(o) = &self.outliers else { return };
+        let (n, k) = (self.n, self.k);
+        let one = |(row, out): (&[f32], &mut [f32])| {
+            for (&j, col) in o.channels.iter().zip(o.columns.chunks_exact(n)) {
+                let x = row[j];
+                if x != 0.0 {
+                    for (d, w) in out.iter_mut().zip(col) {
+                        *d += x * w;
+                    }
+                }
+            }
+        };
+        if m * n * o.channels.len() >= 1 << 18 {
+            a.par_chunks(k).zip(dst.par_chunks_mut(n)).for_each(one);
+        } else {
+            a.chunks(k).zip(dst.chunks_mut(n)).for_each(one);
+        }
     }
 
     /// `dst[m, n] += a[m, k] · Wᵀ`, both quantised.
@@ -266,6 +322,7 @@ impl Int8Weight {
             Form::Portable { .. } => (Dot::Portable, m),
         };
         let rows = quantise_rows(a, (m, k, kq, padded), self.inv_smooth.as_deref(), dot);
+        self.acc_outliers(dst, a, m);
         match &self.form {
             Form::Portable { rows: w } => {
                 let one = |(r, out): (usize, &mut [f32])| {
@@ -546,6 +603,42 @@ mod tests {
         for (g, e) in got.iter().zip(&exact) {
             // Smoothed inputs lie in [-0.5, 0.5) and smoothed weights in [-10, 10].
             assert!((*g as f64 - e).abs() < k as f64 * (10.0 / 510.0 + 0.5 * 10.0 / 254.0), "{g} vs {e}");
+        }
+    }
+
+    /// Outlier channels far past the rest: left in, they take each row's 8-bit range and the
+    /// product is off by far more than the rest's quantisation error; split off, it is back
+    /// within it, on the path of this process and the portable form, every tile remainder.
+    #[test]
+    fn split_outlier_channels_keep_the_rest_resolved() {
+        let paths = super::super::cpu::paths().unwrap_or_else(|e| panic!("{e}"));
+        let (n, k) = (64, 96);
+        let outliers = [5, 40, 41, 95];
+        let w = data(n * k, 7919, 23);
+        let ones = vec![1.0; k];
+        for dot in [paths.int8, Dot::Portable] {
+            let split = Int8Weight::split(&w, n, k, dot, &ones, &outliers);
+            let whole = Int8Weight::smoothed(&w, n, k, dot, &ones);
+            assert_eq!(split.kernel(), whole.kernel());
+            assert!(split.bytes() > whole.bytes(), "the fp32 columns are counted");
+            for m in ROWS {
+                let mut a = data(m * k, 104729, 31);
+                for r in 0..m {
+                    for (i, &j) in outliers.iter().enumerate() {
+                        a[r * k + j] = if (r + i) % 3 == 0 { -300.0 } else { 500.0 + r as f32 };
+                    }
+                }
+                let init: Vec<f32> = (0..m * n).map(|i| (i % 3) as f32).collect();
+                let exact = naive(&init, &a, &w, m, n, k);
+                let (mut got, mut coarse) = (init.clone(), init.clone());
+                split.acc(&mut got, &a, m);
+                whole.acc(&mut coarse, &a, m);
+                // The rest lie in [-0.5, 0.5): rounded by at most 1/510, weights by 1/254.
+                let bound = k as f64 * (0.5 / 510.0 + 0.5 / 254.0 + 1.0 / (510.0 * 254.0)) + 1e-3;
+                let worst = |v: &[f32]| v.iter().zip(&exact).map(|(g, e)| (*g as f64 - e).abs()).fold(0.0, f64::max);
+                assert!(worst(&got) < bound, "{dot:?} m={m}: split off by {} (bound {bound})", worst(&got));
+                assert!(worst(&coarse) > 4.0 * bound, "{dot:?} m={m}: the test's outliers do not matter");
+            }
         }
     }
 

@@ -232,7 +232,7 @@ pub struct StanceModel {
 pub fn int8_ranges(files: &ModelFiles, config: &EncoderConfig) -> Result<Option<ActivationRanges>, ModelError> {
     let Some(path) = &files.int8_ranges else { return Ok(None) };
     let tensors = load_tensors(path, &Device::Cpu)?;
-    ActivationRanges::from_tensors(&tensors, config.num_hidden_layers, config.hidden_size)
+    ActivationRanges::from_tensors(&tensors, config.num_hidden_layers, config.hidden_size, config.intermediate_size)
         .map(Some)
         .map_err(|e| ModelError::Invalid { path: path.clone(), what: "int8 activation ranges", reason: e.to_string() })
 }
