@@ -187,12 +187,12 @@ impl ActivationRanges {
     }
 }
 
-/// The FFN's output layer (`[h, inter]`). It reads GELU's output, a few of whose channels reach
-/// 10–40 times the others' range (on MPNet's middle layers) and, left in, stretch a row's
-/// 8-bit range until the rest lose their resolution (plain int8 there cost 1.5 points of
-/// MPNet's mt_dev and 1.6% of fp32's labels). Under int8 it needs its calibrated `range`:
-/// those channels are summed in fp32 and the rest smoothed (SmoothQuant); without a range it
-/// runs bf16.
+/// The FFN's output layer (`[h, inter]`). It reads GELU's output, a few of whose channels
+/// reach up to 40 times the median channel's range (on MPNet's middle layers) and, left in,
+/// stretch a row's 8-bit range until the rest lose their resolution (plain int8 there cost 1.5
+/// points of MPNet's mt_dev and 1.6% of fp32's labels). Under int8 it needs its calibrated
+/// `range`: those channels are summed in fp32 and the rest smoothed (SmoothQuant); without a
+/// range it runs bf16.
 fn ffn_output(
     w: Vec<f32>,
     (h, inter): (usize, usize),

@@ -211,7 +211,7 @@ pub fn auto_precision(recorded: Option<Precision>) -> Precision {
     use crate::encoder::cpu::{paths, Dot};
     let native = |p: Precision| match (paths(), p) {
         (Ok(paths), Precision::Bf16) => paths.bf16 != Dot::Portable,
-        // int8 runs the FFN's output layer in bf16.
+        // int8 runs the FFN's output layer in bf16 where the ranges lack that layer's (older files).
         (Ok(paths), Precision::Int8) => paths.int8 != Dot::Portable && paths.bf16 != Dot::Portable,
         (_, Precision::Fp32) => true,
         (Err(_), _) => false,
