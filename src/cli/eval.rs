@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use stance::encoder::Precision;
+use stance::encoder::{Precision, OUTLIER_RATIO};
 use stance::input::Limits;
 use stance::mentions::lexicon::Lexicon;
 use stance::model::{Calibration, EncoderChoice, Manifest, ModelFiles, StanceModel};
@@ -58,7 +58,7 @@ pub fn run(files: Result<ModelFiles>, o: &EvalOptions) -> Result<()> {
         println!("int8 activation ranges from {windows} training windows written to {}", path.display());
         files.int8_ranges = Some(path);
         int8_ranges = Some(
-            json!({"sentences_per_set": per_set, "windows": windows, "data": "NewsMTSC train + conflict-stance train, first sentences in file order", "smoothing": "SmoothQuant, alpha 0.5", "ffn_output_outliers": "GELU channels past 4x the median range summed in fp32"}),
+            json!({"sentences_per_set": per_set, "windows": windows, "data": "NewsMTSC train + conflict-stance train, first sentences in file order", "smoothing": "SmoothQuant, alpha 0.5", "ffn_output_outliers": format!("GELU channels past {OUTLIER_RATIO}x the median range summed in fp32")}),
         );
     }
     let mut model = StanceModel::load_with(&files, o.encoder).context("loading the model")?;

@@ -99,10 +99,7 @@ impl Dense {
     /// quantises `a[·, j] / smooth[j]` against `W[·, j] · smooth[j]` (the same product); the
     /// other precisions ignore it.
     pub fn smoothed(w: Vec<f32>, n: usize, k: usize, precision: Precision, paths: Paths, smooth: &[f32]) -> Self {
-        match precision {
-            Precision::Int8 => Dense::Int8(int8::Int8Weight::smoothed(&w, n, k, paths.int8, smooth)),
-            _ => Self::new(w, n, k, precision, paths),
-        }
+        Self::split(w, n, k, precision, paths, smooth, &[])
     }
 
     /// As [`Dense::smoothed`], with int8 summing the input channels `outliers` in fp32 beside
@@ -110,7 +107,8 @@ impl Dense {
     /// range); the other precisions ignore both.
     pub fn split(
         w: Vec<f32>,
-        (n, k): (usize, usize),
+        n: usize,
+        k: usize,
         precision: Precision,
         paths: Paths,
         smooth: &[f32],

@@ -55,7 +55,7 @@ pub struct Int8Weight {
     scale: Vec<f32>,
     colsum: Vec<f32>,
     form: Form,
-    /// Per input channel, what inputs are multiplied by before quantising (`smoothed`; zero
+    /// Per input channel, what inputs are multiplied by before quantising (`split`; zero
     /// for an outlier channel, which the 8-bit product leaves out).
     inv_smooth: Option<Vec<f32>>,
     outliers: Option<Outliers>,
@@ -213,11 +213,7 @@ impl Int8Weight {
 
     /// As [`Self::new`] for inputs whose channel `j` runs at about `smooth[j]`: the weight's
     /// column `j` is multiplied by it and each input divided by it before quantising.
-    pub(crate) fn smoothed(w: &[f32], n: usize, k: usize, dot: Dot, smooth: &[f32]) -> Self {
-        Self::split(w, n, k, dot, smooth, &[])
-    }
-
-    /// As [`Self::smoothed`], with the input channels `outliers` summed in fp32 ([`Outliers`]).
+    /// The input channels `outliers` (none, or a few) are summed in fp32 ([`Outliers`]).
     pub(crate) fn split(w: &[f32], n: usize, k: usize, dot: Dot, smooth: &[f32], outliers: &[usize]) -> Self {
         assert_eq!(smooth.len(), k);
         assert_eq!(w.len(), n * k);
@@ -596,7 +592,7 @@ mod tests {
         let smooth: Vec<f32> = (0..k).map(|j| if j % 7 == 0 { 20.0 } else { 0.5 }).collect();
         let w = data(n * k, 7919, 23);
         let a: Vec<f32> = data(m * k, 104729, 31).iter().enumerate().map(|(i, v)| v * smooth[i % k]).collect();
-        let dense = Int8Weight::smoothed(&w, n, k, paths.int8, &smooth);
+        let dense = Int8Weight::split(&w, n, k, paths.int8, &smooth, &[]);
         let mut got = vec![0f32; m * n];
         dense.acc(&mut got, &a, m);
         let exact = naive(&vec![0f32; m * n], &a, &w, m, n, k);
@@ -618,7 +614,7 @@ mod tests {
         let ones = vec![1.0; k];
         for dot in [paths.int8, Dot::Portable] {
             let split = Int8Weight::split(&w, n, k, dot, &ones, &outliers);
-            let whole = Int8Weight::smoothed(&w, n, k, dot, &ones);
+            let whole = Int8Weight::split(&w, n, k, dot, &ones, &[]);
             assert_eq!(split.kernel(), whole.kernel());
             assert!(split.bytes() > whole.bytes(), "the fp32 columns are counted");
             for m in ROWS {

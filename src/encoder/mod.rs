@@ -150,7 +150,7 @@ pub fn relative_bucket(relative: i64, buckets: usize) -> usize {
 }
 
 pub use dense::Precision;
-pub use fast::{ActivationRanges, FastEncoder};
+pub use fast::{ActivationRanges, FastEncoder, OUTLIER_RATIO};
 
 /// Which kernels the forward pass uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
